@@ -1,0 +1,78 @@
+"""CLI basics: start-up without torch, help, version, model and info commands, exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import assert_one_line_error, invoke, run_cli
+
+
+def test_help_imports_no_torch():
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "wanctl", "--help"], capture_output=True, text=True, check=True
+    )
+    imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
+    assert "encode" in proc.stdout and "decode" in proc.stdout
+    assert not {m for m in imported if m.split(".")[0] in ("torch", "diffusers", "transformers", "safetensors")}
+
+
+def test_every_command_has_help_with_examples():
+    for cmd in (["encode"], ["decode"], ["info"], ["model", "init"], ["model", "check"], ["model", "list"]):
+        r = invoke(*cmd, "--help")
+        assert r.exit_code == 0
+        assert "Example" in r.stdout, cmd
+
+
+def test_version_and_usage_errors():
+    r = invoke("--version")
+    assert r.exit_code == 0 and r.stdout.startswith("wanctl ")
+    r = invoke("encode")  # missing argument: Typer's usage error
+    assert r.exit_code == 2
+    r = invoke("frobnicate")
+    assert r.exit_code == 2
+
+
+def test_model_list_init_check(tmp_path):
+    r = invoke("model", "list", "--json")
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert {row["name"] for row in rows} == {"tiny-ti2v-5b", "tiny-t2v-a14b", "tiny-i2v-a14b"}
+    dest = tmp_path / "tiny"
+    r = invoke("model", "init", "tiny-t2v-a14b", str(dest))
+    assert r.exit_code == 0, r.stderr
+    r = invoke("model", "check", str(dest), "--json")
+    assert r.exit_code == 0, r.stdout
+    rep = json.loads(r.stdout)
+    assert rep["family"] == "t2v-a14b" and rep["ok"] and rep["boundary"] == 0.875
+    assert {c["component"] for c in rep["components"]} == {"transformer", "transformer_2", "vae", "text_encoder", "tokenizer"}
+    r = invoke("model", "init", "tiny-t2v-a14b", str(dest))
+    assert_one_line_error(r, 3, "--force")
+    r = invoke("model", "init", "nope", str(tmp_path / "x"))
+    assert_one_line_error(r, 4, "unknown built-in")
+
+
+def test_default_model_notice_and_env(tmp_path, assets):
+    r = invoke("encode", str(assets["green-triangle"]), "-o", str(tmp_path / "a.safetensors"))
+    assert r.exit_code == 0
+    assert "no --model given" in r.stderr
+    proc = run_cli(
+        "encode", str(assets["green-triangle"]), "-o", str(tmp_path / "b.safetensors"), "--json",
+        env={"WANCTL_MODEL": "tiny-i2v-a14b"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["family"] == "i2v-a14b"
+    assert b"no --model given" not in proc.stderr
+
+
+def test_info_stdin_and_errors(tmp_path, assets):
+    a = tmp_path / "a.safetensors"
+    assert invoke("encode", str(assets["green-triangle"]), "-o", str(a)).exit_code == 0
+    proc = subprocess.run([sys.executable, "-m", "wanctl", "info", "-", "--json"], input=a.read_bytes(), capture_output=True)
+    assert proc.returncode == 0 and json.loads(proc.stdout)["kind"] == "latent"
+    r = invoke("info", str(a))
+    assert r.exit_code == 0 and "ti2v-5b" in r.stdout and "provenance" not in r.stderr
+    r = invoke("info", str(tmp_path / "missing.safetensors"))
+    assert_one_line_error(r, 3, "no such file")
+    r = invoke("info", str(assets["clip"]))
+    assert_one_line_error(r, 3, "not a safetensors file")

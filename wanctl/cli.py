@@ -1,0 +1,45 @@
+"""Assembles the Typer app from the command modules. Nothing here imports torch."""
+
+from __future__ import annotations
+
+import typer
+
+from wanctl import __version__
+from wanctl.commands import decode, encode, info, model
+
+app = typer.Typer(
+    name="wanctl",
+    help=(
+        "Command-line toolkit for Wan2.2 video diffusion workflows.\n\n"
+        "Each subcommand is one step that reads and writes artifacts (latents + metadata in "
+        ".safetensors or .zarr), so steps chain in shell pipelines and Makefiles.\n\n"
+        "Example: wanctl encode clip.mp4 -o clip.safetensors && wanctl decode clip.safetensors -o out.mp4"
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"wanctl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    pass
+
+
+app.command("encode")(encode.encode)
+app.command("decode")(decode.decode)
+app.command("info")(info.info)
+app.add_typer(model.app, name="model")
+
+
+def main() -> None:
+    app()

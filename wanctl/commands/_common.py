@@ -1,0 +1,215 @@
+"""Shared pieces of the command modules: options, messages, progress, error handling.
+
+Commands stay thin: parse options, call ``wanctl.core``, report. Data goes to stdout; messages
+and progress go to stderr (progress only when stderr is a terminal).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import traceback
+from contextlib import contextmanager
+from typing import Annotated, Callable, Iterator, Optional
+
+import typer
+
+from wanctl.core.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_INTERRUPTED,
+    EXIT_OOM,
+    EXIT_UNEXPECTED,
+    OOM_HINT,
+    WanctlError,
+)
+
+_console = None
+
+
+def console():
+    """A rich console on stderr (respects NO_COLOR)."""
+    global _console
+    if _console is None:
+        from rich.console import Console
+
+        _console = Console(stderr=True, highlight=False, no_color=bool(os.environ.get("NO_COLOR")) or None)
+    return _console
+
+
+def out_console():
+    """A rich console on stdout, for commands whose data is a human-readable report."""
+    from rich.console import Console
+
+    return Console(highlight=False, no_color=bool(os.environ.get("NO_COLOR")) or None)
+
+
+def notice(msg: str) -> None:
+    console().print(f"[dim]note:[/dim] {_esc(msg)}", soft_wrap=True)
+
+
+def warn(msg: str) -> None:
+    console().print(f"[yellow]warning:[/yellow] {_esc(msg)}", soft_wrap=True)
+
+
+def info(msg: str) -> None:
+    console().print(_esc(msg), soft_wrap=True)
+
+
+def _esc(msg: str) -> str:
+    from rich.markup import escape
+
+    return escape(msg)
+
+
+def error_line(msg: str, hint: str | None = None) -> None:
+    """The one line a failing command prints (plus an optional hint line)."""
+    text = msg.strip().splitlines()[0] if msg.strip() else "failed"
+    console().print(f"[bold red]error:[/bold red] {_esc(text)}", soft_wrap=True)
+    if hint:
+        console().print(f"[dim]hint:[/dim] {_esc(hint)}", soft_wrap=True)
+
+
+def emit_json(obj: dict) -> None:
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def _is_oom(e: BaseException) -> bool:
+    name = type(e).__name__
+    if name == "OutOfMemoryError":
+        return True
+    return isinstance(e, RuntimeError) and "out of memory" in str(e).lower()
+
+
+def handle_errors(fn: Callable) -> Callable:
+    """Map exceptions to SPEC exit codes: WanctlError -> its code, OOM -> 5, Ctrl-C -> 130."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except WanctlError as e:
+            error_line(e.message, e.hint)
+            raise typer.Exit(e.exit_code) from None
+        except KeyboardInterrupt:
+            error_line("interrupted; no output was written")
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        except BrokenPipeError:
+            # the reader of our stdout went away (e.g. `| head`): nothing more to say
+            try:
+                sys.stdout = open(os.devnull, "w")
+            except OSError:
+                pass
+            raise typer.Exit(EXIT_BAD_INPUT) from None
+        except MemoryError:
+            error_line("out of memory", OOM_HINT)
+            raise typer.Exit(EXIT_OOM) from None
+        except Exception as e:  # noqa: BLE001 - last line of defence, exit code 1
+            if _is_oom(e):
+                error_line("out of memory on the device", OOM_HINT)
+                raise typer.Exit(EXIT_OOM) from None
+            if os.environ.get("WANCTL_DEBUG"):
+                traceback.print_exc()
+            error_line(
+                f"unexpected error: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}",
+                None if os.environ.get("WANCTL_DEBUG") else "set WANCTL_DEBUG=1 to see the traceback",
+            )
+            raise typer.Exit(EXIT_UNEXPECTED) from None
+
+    return wrapper
+
+
+# --------------------------------------------------------------------------- progress
+
+
+@contextmanager
+def progress(description: str, total: int | None, unit: str = "") -> Iterator[Callable[[int], None]]:
+    """Yield an ``advance(n)`` callback; shows a rich bar only when stderr is a terminal."""
+    if not sys.stderr.isatty() or os.environ.get("WANCTL_NO_PROGRESS"):
+        yield lambda n=1: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    cols = [
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn(unit),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    ]
+    with Progress(*cols, console=console(), transient=True) as p:
+        task = p.add_task(description, total=total)
+        yield lambda n=1: p.advance(task, n)
+
+
+# --------------------------------------------------------------------------- options
+
+ModelOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--model",
+        "-m",
+        help="Model folder (diffusers layout) or built-in name (see `wanctl model list`). Default: $WANCTL_MODEL.",
+        show_default=False,
+    ),
+]
+DeviceOpt = Annotated[
+    Optional[str],
+    typer.Option("--device", help="Torch device (cuda, cuda:1, cpu, mps). Default: $WANCTL_DEVICE, else cuda if available."),
+]
+DtypeOpt = Annotated[str, typer.Option("--dtype", help="DiT and text-encoder precision: bf16, fp16 or fp32.")]
+VaeDtypeOpt = Annotated[str, typer.Option("--vae-dtype", help="VAE precision: fp32 (default), bf16 or fp16.")]
+VaeTilingOpt = Annotated[
+    bool, typer.Option("--vae-tiling", help="Encode/decode in overlapping spatial tiles to save memory at large sizes.")
+]
+ForceOpt = Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing outputs.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object per output artifact on stdout.")]
+
+
+def load_options(device: str | None, dtype: str = "bf16", vae_dtype: str = "fp32", vae_tiling: bool = False):
+    from wanctl.core.env import default_device
+    from wanctl.core.models import LoadOptions, parse_dtype
+
+    parse_dtype(dtype)
+    parse_dtype(vae_dtype)
+    dev = device or default_device()
+    _check_device(dev)
+    return LoadOptions(device=dev, dtype=dtype, vae_dtype=vae_dtype, vae_tiling=vae_tiling)
+
+
+def _check_device(dev: str) -> None:
+    import torch
+
+    from wanctl.core.errors import BadInputError
+
+    try:
+        d = torch.device(dev)
+    except (RuntimeError, ValueError):
+        raise BadInputError(f"unknown device {dev!r}") from None
+    if d.type == "cuda" and not torch.cuda.is_available():
+        raise BadInputError(f"device {dev} requested but CUDA is not available (use --device cpu)")
+
+
+def parse_size(value: str | None) -> tuple[int, int] | None:
+    """'832x480' -> (832, 480)."""
+    if value is None:
+        return None
+    from wanctl.core.errors import BadInputError
+
+    try:
+        w, h = value.lower().replace("*", "x").split("x")
+        size = int(w), int(h)
+    except ValueError:
+        raise BadInputError(f"size {value!r} must look like WIDTHxHEIGHT, e.g. 832x480") from None
+    if min(size) <= 0:
+        raise BadInputError(f"size {value!r} must be positive")
+    return size
+
+
+def describe_output(path: str) -> str:
+    return "<stdout>" if path == "-" else path

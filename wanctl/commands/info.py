@@ -1,0 +1,101 @@
+"""`wanctl info`: inspect artifacts without loading tensors (no torch import)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from wanctl.commands._common import JsonOpt, emit_json, handle_errors, out_console
+
+
+def _fmt_bytes(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _summary(hdr) -> dict:
+    meta = hdr.meta
+    return {
+        "path": hdr.path,
+        "format": hdr.format,
+        "size_bytes": hdr.size_bytes,
+        "kind": meta.get("kind"),
+        "family": meta.get("family"),
+        "latent_space": meta.get("latent_space"),
+        "noise_level": meta.get("noise_level"),
+        "tensors": {k: {"shape": list(v.shape), "dtype": v.dtype} for k, v in hdr.tensors.items()},
+        "video": meta.get("video"),
+        "model": meta.get("model"),
+        "params": meta.get("params"),
+        "provenance": meta.get("provenance"),
+        "format_version": meta.get("format_version"),
+    }
+
+
+def _table(s: dict):
+    from rich.table import Table
+
+    t = Table(show_header=False, box=None, pad_edge=False, title=s["path"], title_justify="left")
+    t.add_column(style="bold cyan", no_wrap=True)
+    t.add_column(overflow="fold")
+    t.add_row("kind", f"{s['kind']}  (format v{s['format_version']}, {s['format']}, {_fmt_bytes(s['size_bytes'])})")
+    t.add_row("family", str(s["family"]))
+    t.add_row("noise level", f"s = {s['noise_level']:g}  ({s['latent_space']} latents)")
+    for name, ti in s["tensors"].items():
+        t.add_row(f"tensor {name}", f"{tuple(ti['shape'])} {ti['dtype']}")
+    v = s.get("video") or {}
+    if v:
+        t.add_row("video", f"{v.get('width')}x{v.get('height')}, {v.get('frames')} frames @ {v.get('fps'):g} fps")
+    m = s.get("model") or {}
+    if m:
+        comps = ", ".join(f"{k}={v}" for k, v in (m.get("components") or {}).items())
+        t.add_row("model", f"{m.get('name')} ({m.get('family')}), fingerprint {m.get('fingerprint')}")
+        if comps:
+            t.add_row("", comps)
+    for k, v in (s.get("params") or {}).items():
+        if isinstance(v, (list, dict)):
+            v = json.dumps(v)
+            if len(v) > 120:
+                v = v[:117] + "..."
+        t.add_row(f"param {k}", str(v))
+    p = s.get("provenance") or {}
+    if p:
+        t.add_row("created", f"{p.get('created')} by `wanctl {p.get('command')}`")
+        for inp in p.get("inputs") or []:
+            sha = (inp.get("sha256") or "")[:16]
+            t.add_row(f"input {inp.get('role')}", f"{inp.get('path')}  sha256 {sha}…")
+        vers = ", ".join(f"{k} {v}" for k, v in (p.get("versions") or {}).items())
+        t.add_row("versions", vers)
+    return t
+
+
+@handle_errors
+def info(
+    files: Annotated[list[str], typer.Argument(help="Artifact files (.safetensors, .zarr, or - for stdin).", show_default=False)],
+    as_json: JsonOpt = False,
+) -> None:
+    """Show what an artifact holds: kind, family, shapes, noise level, video, parameters, provenance.
+
+    Reads only the header (fast, no tensors loaded).
+
+    Examples:
+
+      wanctl info clip.latent.safetensors
+
+      wanctl info noise.safetensors --json | jq .params
+    """
+    from wanctl.core.artifact import STDIO, read_header, read_stdin
+
+    for f in files:
+        data = read_stdin() if f == STDIO else None
+        hdr = read_header(f, stdin_bytes=data)
+        s = _summary(hdr)
+        if as_json:
+            emit_json(s)
+        else:
+            out_console().print(_table(s))

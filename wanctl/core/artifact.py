@@ -1,0 +1,590 @@
+"""The one reader/writer for wanctl artifacts (SPEC section 6).
+
+An artifact is a set of named tensors plus one JSON document of metadata:
+
+* ``.safetensors``: tensors in the file, the JSON under the metadata key ``wanctl``.
+  ``-`` reads from stdin / writes to stdout.
+* ``.zarr`` (a directory): one array per tensor, chunked one latent frame per chunk and
+  compressed, the JSON in the root group's attributes under ``wanctl``.
+
+Metadata can be read without torch (``read_meta``), which keeps ``wanctl info`` fast.
+Writes are atomic: a unique temporary name in the destination folder, fsync, ``os.replace``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import shutil
+import struct
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable
+
+from wanctl.core.errors import BadInputError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+FORMAT_NAME = "wanctl-artifact"
+FORMAT_VERSION = 1
+KINDS = ("latent", "noise", "trajectory", "embedding")
+META_KEY = "wanctl"
+STDIO = "-"
+SUFFIXES = (".safetensors", ".zarr")
+
+# safetensors dtype names <-> torch dtype names (as strings: no torch import here)
+_ST_DTYPES = {
+    "F64": "float64",
+    "F32": "float32",
+    "F16": "float16",
+    "BF16": "bfloat16",
+    "I64": "int64",
+    "I32": "int32",
+    "I16": "int16",
+    "I8": "int8",
+    "U8": "uint8",
+    "BOOL": "bool",
+}
+_MAX_HEADER = 100 * 1024 * 1024
+
+
+@dataclass
+class TensorInfo:
+    shape: tuple[int, ...]
+    dtype: str
+
+
+@dataclass
+class Header:
+    """What can be known about an artifact without loading tensors (or importing torch)."""
+
+    meta: dict
+    tensors: dict[str, TensorInfo]
+    path: str
+    format: str  # "safetensors" | "zarr"
+    size_bytes: int
+
+
+@dataclass
+class Artifact:
+    """Tensors plus metadata. ``tensors['latents']`` is always present: (B, C, T, H, W)."""
+
+    tensors: dict[str, Any]
+    meta: dict
+    path: str | None = None
+    extras: dict = field(default_factory=dict)
+
+    @property
+    def latents(self) -> "torch.Tensor":
+        return self.tensors["latents"]
+
+    @property
+    def kind(self) -> str:
+        return self.meta["kind"]
+
+    @property
+    def family(self) -> str | None:
+        return self.meta.get("family")
+
+
+# --------------------------------------------------------------------------- metadata
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def new_meta(
+    kind: str,
+    *,
+    family: str | None,
+    command: str,
+    noise_level: float,
+    video: dict | None = None,
+    model: dict | None = None,
+    params: dict | None = None,
+    inputs: list[dict] | None = None,
+    extra: dict | None = None,
+) -> dict:
+    """Build the metadata document every artifact carries (SPEC section 6)."""
+    from wanctl.core.env import versions
+
+    if kind not in KINDS:
+        raise ValueError(f"unknown artifact kind {kind!r}")
+    meta = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "kind": kind,
+        "family": family,
+        "latent_space": "normalized",
+        "noise_level": float(noise_level),
+        "video": video or {},
+        "model": model or {},
+        "params": params or {},
+        "provenance": {
+            "command": command,
+            "inputs": inputs or [],
+            "created": now_iso(),
+            "versions": versions(),
+        },
+    }
+    if extra:
+        meta.update(extra)
+    return meta
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(chunk)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def input_record(role: str, path: str, sha256: str, **more) -> dict:
+    rec = {"role": role, "path": path, "sha256": sha256}
+    rec.update(more)
+    return rec
+
+
+# --------------------------------------------------------------------------- output paths
+
+
+def output_format(path: str) -> str:
+    if path == STDIO:
+        return "safetensors"
+    p = str(path).rstrip("/")
+    if p.endswith(".safetensors"):
+        return "safetensors"
+    if p.endswith(".zarr"):
+        return "zarr"
+    raise BadInputError(f"output {path!r} must end in .safetensors or .zarr (or be '-' for stdout)")
+
+
+def check_output(path: str, force: bool) -> None:
+    """Fail early (before any expensive work) if an output cannot be written."""
+    if path == STDIO:
+        if sys.stdout.isatty():
+            raise BadInputError("refusing to write a binary artifact to a terminal; redirect stdout or use -o FILE")
+        return
+    output_format(path)
+    check_output_file(path, force)
+
+
+def check_output_file(path: str, force: bool) -> None:
+    """Refuse to overwrite without --force; the destination folder must exist."""
+    p = Path(path)
+    if p.exists() and not force:
+        raise BadInputError(f"{path} exists; pass --force to overwrite")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise BadInputError(f"output folder {parent} does not exist")
+
+
+def _tmp_name(dest: Path) -> Path:
+    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent if str(dest.parent) else ".")
+    os.close(fd)
+    return Path(name)
+
+
+def _fsync_dir(d: Path) -> None:
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(d: Path) -> None:
+    for root, _dirs, files in os.walk(d):
+        for f in files:
+            fd = os.open(os.path.join(root, f), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(root))
+
+
+class atomic_path:
+    """Context manager yielding a temporary path next to ``dest``; on success it is fsynced and
+    moved onto ``dest``; on any failure (or Ctrl-C) it is removed and ``dest`` is untouched.
+
+    Works for files and for directories (zarr stores). Used by every writer in wanctl.
+    """
+
+    def __init__(self, dest: str | os.PathLike, force: bool = False, directory: bool = False):
+        self.dest = Path(dest)
+        self.force = force
+        self.directory = directory
+        self.tmp: Path | None = None
+
+    def __enter__(self) -> Path:
+        check_output_file(str(self.dest), self.force)
+        self.tmp = _tmp_name(self.dest)
+        if self.directory:
+            self.tmp.unlink()
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        assert self.tmp is not None
+        if exc_type is not None:
+            _remove(self.tmp)
+            return False
+        try:
+            if self.tmp.is_dir():
+                _fsync_tree(self.tmp)
+            else:
+                fd = os.open(self.tmp, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            if self.dest.exists() and not self.force:
+                raise BadInputError(f"{self.dest} appeared while writing; pass --force to overwrite")
+            if self.dest.is_dir() and not self.dest.is_symlink():
+                # os.replace cannot replace a non-empty directory: move it aside first
+                trash = _tmp_name(self.dest)
+                trash.unlink()
+                os.replace(self.dest, trash)
+                os.replace(self.tmp, self.dest)
+                _remove(trash)
+            else:
+                if self.tmp.is_dir() and self.dest.exists():
+                    self.dest.unlink()
+                os.replace(self.tmp, self.dest)
+            _fsync_dir(self.dest.parent if str(self.dest.parent) else Path("."))
+        except BaseException:
+            _remove(self.tmp)
+            raise
+        return False
+
+
+def _remove(p: Path) -> None:
+    try:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        elif p.exists() or p.is_symlink():
+            p.unlink()
+    except OSError:  # pragma: no cover
+        pass
+
+
+# --------------------------------------------------------------------------- header parsing
+
+
+def parse_safetensors_header(data: bytes, total_size: int, where: str) -> tuple[dict, dict[str, TensorInfo], dict]:
+    """Parse the JSON header of a safetensors blob; ``data`` holds at least the header bytes.
+
+    Returns (metadata strings, tensor infos, raw entries). Detects truncation from the data
+    offsets against ``total_size`` so a cut-off file is reported without reading tensors.
+    """
+    if total_size < 8 or len(data) < 8:
+        raise BadInputError(f"{where}: not a safetensors file (too short: {total_size} bytes)")
+    (n,) = struct.unpack("<Q", data[:8])
+    if n <= 1 or n > _MAX_HEADER or n > total_size - 8:
+        if 8 + n > total_size and n <= _MAX_HEADER:
+            raise BadInputError(f"{where}: truncated safetensors file (header needs {n} bytes, file has {total_size - 8})")
+        raise BadInputError(f"{where}: not a safetensors file (bad header length)")
+    if len(data) < 8 + n:
+        raise BadInputError(f"{where}: truncated safetensors file")
+    try:
+        header = json.loads(data[8 : 8 + n].decode("utf-8"))
+        if not isinstance(header, dict):
+            raise ValueError
+    except (UnicodeDecodeError, ValueError):
+        raise BadInputError(f"{where}: not a safetensors file (corrupt header)") from None
+    strmeta = header.pop("__metadata__", None) or {}
+    infos: dict[str, TensorInfo] = {}
+    end = 0
+    for name, ent in header.items():
+        try:
+            dtype = _ST_DTYPES.get(ent["dtype"], ent["dtype"].lower())
+            shape = tuple(int(s) for s in ent["shape"])
+            start, stop = (int(o) for o in ent["data_offsets"])
+        except (KeyError, TypeError, ValueError):
+            raise BadInputError(f"{where}: corrupt safetensors header entry for {name!r}") from None
+        infos[name] = TensorInfo(shape, dtype)
+        end = max(end, stop)
+    if 8 + n + end > total_size:
+        raise BadInputError(
+            f"{where}: truncated safetensors file ({total_size} bytes, tensors need {8 + n + end})"
+        )
+    return strmeta, infos, header
+
+
+def _meta_from_strings(strmeta: dict, where: str) -> dict:
+    raw = strmeta.get(META_KEY)
+    if raw is None:
+        raise BadInputError(
+            f"{where}: not a wanctl artifact (no '{META_KEY}' metadata); "
+            "ComfyUI .latent files are read with a .latent suffix"
+        )
+    try:
+        meta = json.loads(raw)
+        if not isinstance(meta, dict):
+            raise ValueError
+    except ValueError:
+        raise BadInputError(f"{where}: corrupt wanctl metadata (not a JSON object)") from None
+    return meta
+
+
+def _check_meta(meta: dict, where: str) -> None:
+    if meta.get("format") != FORMAT_NAME:
+        raise BadInputError(f"{where}: not a wanctl artifact (format {meta.get('format')!r})")
+    v = meta.get("format_version")
+    if not isinstance(v, int):
+        raise BadInputError(f"{where}: wanctl metadata has no format_version")
+    if v > FORMAT_VERSION:
+        raise BadInputError(
+            f"{where}: artifact format version {v} is newer than this wanctl supports ({FORMAT_VERSION}); upgrade wanctl"
+        )
+    if meta.get("kind") not in KINDS:
+        raise BadInputError(f"{where}: unknown artifact kind {meta.get('kind')!r}")
+
+
+def _zarr_json(p: Path) -> dict:
+    try:
+        return json.loads((p / "zarr.json").read_text())
+    except FileNotFoundError:
+        raise BadInputError(f"{p}: not a zarr v3 store (no zarr.json)") from None
+    except ValueError:
+        raise BadInputError(f"{p}: corrupt zarr.json") from None
+
+
+def _zarr_arrays(root: Path, prefix: str = "") -> dict[str, TensorInfo]:
+    out: dict[str, TensorInfo] = {}
+    for child in sorted(root.iterdir()):
+        if not child.is_dir():
+            continue
+        zj = child / "zarr.json"
+        if not zj.exists():
+            continue
+        node = _zarr_json(child)
+        name = prefix + child.name
+        if node.get("node_type") == "array":
+            dtype = node.get("attributes", {}).get("torch_dtype") or str(node.get("data_type"))
+            out[name] = TensorInfo(tuple(node["shape"]), dtype)
+        elif node.get("node_type") == "group":
+            out.update(_zarr_arrays(child, name + "/"))
+    return out
+
+
+def _dir_size(p: Path) -> int:
+    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+
+
+def read_header(path: str, stdin_bytes: bytes | None = None) -> Header:
+    """Metadata and tensor shapes without loading tensors or importing torch."""
+    if path == STDIO:
+        if stdin_bytes is None:
+            raise BadInputError("internal: stdin bytes missing")
+        strmeta, infos, _ = parse_safetensors_header(stdin_bytes, len(stdin_bytes), "<stdin>")
+        meta = _meta_from_strings(strmeta, "<stdin>")
+        _check_meta(meta, "<stdin>")
+        return Header(meta, infos, path, "safetensors", len(stdin_bytes))
+    p = Path(path)
+    if not p.exists():
+        raise BadInputError(f"{path}: no such file")
+    if p.is_dir():
+        if not (p / "zarr.json").exists():
+            raise BadInputError(f"{path}: a folder that is not a .zarr artifact")
+        root = _zarr_json(p)
+        meta = root.get("attributes", {}).get(META_KEY)
+        if not isinstance(meta, dict):
+            raise BadInputError(f"{path}: not a wanctl artifact (no '{META_KEY}' attributes)")
+        _check_meta(meta, path)
+        return Header(meta, _zarr_arrays(p), path, "zarr", _dir_size(p))
+    size = p.stat().st_size
+    with open(p, "rb") as f:
+        head = f.read(8)
+        if len(head) == 8:
+            (n,) = struct.unpack("<Q", head)
+            if 1 < n <= _MAX_HEADER:
+                head += f.read(n)
+    strmeta, infos, _ = parse_safetensors_header(head, size, path)
+    meta = _meta_from_strings(strmeta, path)
+    _check_meta(meta, path)
+    return Header(meta, infos, path, "safetensors", size)
+
+
+def read_meta(path: str) -> dict:
+    return read_header(path).meta
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_stdin() -> bytes:
+    if sys.stdin.isatty():
+        raise BadInputError("input '-' means stdin, but stdin is a terminal; pipe an artifact in")
+    data = sys.stdin.buffer.read()
+    if not data:
+        raise BadInputError("<stdin>: empty input (did the previous command in the pipe fail?)")
+    return data
+
+
+def read_artifact(
+    path: str,
+    *,
+    kinds: Iterable[str] | None = None,
+    check_finite: bool = True,
+) -> Artifact:
+    """Load and validate an artifact. ``kinds`` restricts what the caller accepts."""
+    import torch
+
+    data = read_stdin() if path == STDIO else None
+    where = "<stdin>" if path == STDIO else path
+    hdr = read_header(path, stdin_bytes=data)
+    meta = hdr.meta
+    if kinds is not None:
+        kinds = tuple(kinds)
+        if meta["kind"] not in kinds:
+            raise BadInputError(f"{where}: expected a {' or '.join(kinds)} artifact, got a {meta['kind']} artifact")
+    try:
+        if hdr.format == "safetensors":
+            from safetensors.torch import load, load_file
+
+            tensors = load(data) if data is not None else load_file(path)
+        else:
+            tensors = _read_zarr(Path(path))
+    except BadInputError:
+        raise
+    except Exception as e:  # safetensors raises its own error types on corrupt payloads
+        raise BadInputError(f"{where}: cannot read tensors ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+    validate(tensors, meta, where, check_finite=check_finite)
+    return Artifact(tensors=dict(tensors), meta=meta, path=path)
+
+
+def validate(tensors: dict, meta: dict, where: str, check_finite: bool = True) -> None:
+    import torch
+
+    if "latents" not in tensors:
+        raise BadInputError(f"{where}: artifact has no 'latents' tensor")
+    lat = tensors["latents"]
+    if lat.ndim != 5:
+        raise BadInputError(f"{where}: 'latents' must be 5-D (batch, C, T, H, W), got shape {tuple(lat.shape)}")
+    declared = (meta.get("tensors") or {}).get("latents", {}).get("shape")
+    if declared is not None and list(declared) != list(lat.shape):
+        raise BadInputError(
+            f"{where}: 'latents' shape {tuple(lat.shape)} does not match the metadata ({tuple(declared)})"
+        )
+    fam = meta.get("family")
+    if fam is not None:
+        from wanctl.core.families import FAMILIES
+
+        spec = FAMILIES.get(fam)
+        if spec is None:
+            raise BadInputError(f"{where}: unknown model family {fam!r} in metadata")
+        if lat.shape[1] != spec.latent_channels:
+            raise BadInputError(
+                f"{where}: 'latents' has {lat.shape[1]} channels but family {fam} uses {spec.latent_channels}"
+            )
+    video = meta.get("video") or {}
+    frames = video.get("frames")
+    if frames and meta["kind"] in ("latent", "noise") and lat.shape[2] != (frames - 1) // 4 + 1:
+        raise BadInputError(
+            f"{where}: {lat.shape[2]} latent frames do not match {frames} pixel frames in the metadata"
+        )
+    if check_finite:
+        for name, t in tensors.items():
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                raise BadInputError(f"{where}: tensor {name!r} contains NaN or infinite values")
+
+
+def _read_zarr(p: Path) -> dict:
+    import numpy as np
+    import torch
+    import zarr
+
+    g = zarr.open_group(str(p), mode="r")
+    out = {}
+    for name, info in _zarr_arrays(p).items():
+        arr = np.asarray(g[name][...])
+        t = torch.from_numpy(np.ascontiguousarray(arr))
+        out[name] = t
+    return out
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _finalize_meta(tensors: dict, meta: dict) -> dict:
+    meta = dict(meta)
+    meta["tensors"] = {
+        name: {"shape": list(t.shape), "dtype": str(t.dtype).replace("torch.", "")} for name, t in tensors.items()
+    }
+    return meta
+
+
+def write_artifact(path: str, artifact: Artifact, *, force: bool = False) -> None:
+    """Write atomically to ``path`` (``.safetensors``, ``.zarr`` or ``-`` for stdout)."""
+    import torch
+
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in artifact.tensors.items()}
+    fmt = output_format(path)
+    if fmt == "zarr":
+        # zarr 3 has no bfloat16: widen losslessly to float32
+        tensors = {k: (v.float() if v.dtype == torch.bfloat16 else v) for k, v in tensors.items()}
+    meta = _finalize_meta(tensors, artifact.meta)
+    meta_json = json.dumps(meta, ensure_ascii=False)
+    if path == STDIO:
+        from safetensors.torch import save
+
+        check_output(path, force)
+        data = save(tensors, metadata={META_KEY: meta_json})
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    if fmt == "safetensors":
+        from safetensors.torch import save_file
+
+        with atomic_path(path, force=force) as tmp:
+            save_file(tensors, str(tmp), metadata={META_KEY: meta_json})
+    else:
+        with atomic_path(path, force=force, directory=True) as tmp:
+            _write_zarr(tmp, tensors, meta)
+
+
+def _write_zarr(p: Path, tensors: dict, meta: dict) -> None:
+    import zarr
+
+    g = zarr.open_group(str(p), mode="w")
+    for name, t in tensors.items():
+        arr = t.numpy()
+        if t.ndim == 5:  # (B, C, T, H, W): one latent frame per chunk
+            chunks = (1, t.shape[1], 1, t.shape[3], t.shape[4])
+        else:
+            chunks = tuple(max(1, s) for s in t.shape) or None
+        z = g.create_array(name, shape=arr.shape, dtype=arr.dtype, chunks=chunks)
+        z[...] = arr
+        z.attrs["torch_dtype"] = str(t.dtype).replace("torch.", "")
+    g.attrs[META_KEY] = meta
+
+
+# --------------------------------------------------------------------------- family checks
+
+
+def check_family(artifact: Artifact | Header, family: str, where: str | None = None) -> None:
+    fam = artifact.meta.get("family")
+    if fam is not None and fam != family:
+        raise BadInputError(
+            f"{where or artifact.path}: artifact is for family {fam}, but the model is {family}; use a {fam} model"
+        )

@@ -1,0 +1,287 @@
+"""Built-in models: tiny random-weight models with the real Wan2.2 architectures.
+
+They are generated offline from a fixed seed and saved under the cache dir in exactly the
+diffusers layout of the real Wan2.2 repositories (model_index.json, scheduler/, text_encoder/,
+tokenizer/, transformer/, transformer_2/, vae/), then loaded through the same code path as real
+weights. Their weights are random, so their videos are noise-like; they exist so every workflow
+can run (and be tested) on a CPU without downloads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from wanctl.core.errors import ModelError
+
+# Bump when the generated weights or layout change: old cache folders are then ignored.
+BUILTIN_VERSION = 1
+SEED = 20250728
+TEXT_DIM = 32
+
+
+@dataclass(frozen=True)
+class Builtin:
+    name: str
+    family: str
+    summary: str
+
+
+BUILTINS: dict[str, Builtin] = {
+    "tiny-ti2v-5b": Builtin("tiny-ti2v-5b", "ti2v-5b", "tiny random-weight TI2V-5B architecture, for tests"),
+    "tiny-t2v-a14b": Builtin("tiny-t2v-a14b", "t2v-a14b", "tiny random-weight T2V-A14B architecture, for tests"),
+    "tiny-i2v-a14b": Builtin("tiny-i2v-a14b", "i2v-a14b", "tiny random-weight I2V-A14B architecture, for tests"),
+}
+DEFAULT_BY_FAMILY = {b.family: b.name for b in BUILTINS.values()}
+DEFAULT = "tiny-ti2v-5b"
+
+
+def default_for(family: str | None) -> str:
+    return DEFAULT_BY_FAMILY.get(family or "", DEFAULT)
+
+
+def builtin_dir(name: str) -> Path:
+    from wanctl.core.env import cache_dir
+
+    return cache_dir() / "models" / f"{name}-v{BUILTIN_VERSION}"
+
+
+def ensure(name: str, notice: Callable[[str], None] | None = None) -> Path:
+    """Return the folder of a built-in model, generating it on first use."""
+    dest = builtin_dir(name)
+    if (dest / "model_index.json").exists():
+        return dest
+    if notice:
+        notice(f"generating built-in model '{name}' in {dest} (first use only)")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ModelError(f"cannot create the cache folder {dest.parent}: {e.strerror}") from None
+    tmp = dest.parent / f".{dest.name}.{os.getpid()}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        build(name, tmp)
+        try:
+            os.replace(tmp, dest)
+        except OSError:
+            # another process finished first (e.g. make -j): keep theirs
+            if not (dest / "model_index.json").exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def init(name: str, dest: str | os.PathLike, force: bool = False) -> Path:
+    """Write a built-in model to ``dest`` (``wanctl model init``), atomically."""
+    from wanctl.core.artifact import atomic_path
+
+    if name not in BUILTINS:
+        raise ModelError(f"unknown built-in model {name!r}; known: {', '.join(BUILTINS)}")
+    src = ensure(name)
+    with atomic_path(dest, force=force, directory=True) as tmp:
+        shutil.copytree(src, tmp)
+    return Path(dest)
+
+
+# --------------------------------------------------------------------------- generation
+
+_WORDS = (
+    "a an the of on in with and is to from at over under "
+    "red green blue yellow orange purple white black gray cyan magenta pink "
+    "circle square triangle ball box shape shapes object dot "
+    "moving moves left right up down slowly quickly fast slow bouncing "
+    "background plain gradient dark light video clip scene camera static "
+    "cat dog person walking beach park car street city night day"
+).split()
+
+
+def _build_tokenizer(out: Path) -> int:
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from transformers import T5TokenizerFast
+
+    # Ids follow umT5: <pad>=0, </s>=1, <unk>=2. Whole words score above single characters, so
+    # known words become one token and anything else falls back to characters.
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    vocab += [("\u2581" + w, -2.0 - 0.001 * i) for i, w in enumerate(_WORDS)]
+    chars = "abcdefghijklmnopqrstuvwxyz0123456789.,!?'-\u2581"
+    vocab += [(c, -8.0) for c in chars]
+    tok = Tokenizer(models.Unigram(vocab, unk_id=2, byte_fallback=False))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    tok.post_processor = processors.TemplateProcessing(
+        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)]
+    )
+    wrapped = T5TokenizerFast(tokenizer_object=tok, eos_token="</s>", pad_token="<pad>", unk_token="<unk>", extra_ids=0)
+    wrapped.model_max_length = 512
+    wrapped.save_pretrained(str(out))
+    return len(vocab)
+
+
+def _vae_kwargs(kind: str) -> dict:
+    from wanctl.core.vae_stats import WAN21_MEAN, WAN21_STD, WAN22_MEAN, WAN22_STD
+
+    if kind == "wan2.1":
+        return dict(
+            base_dim=4,
+            z_dim=16,
+            dim_mult=[1, 1, 1, 1],
+            num_res_blocks=1,
+            attn_scales=[],
+            temperal_downsample=[False, True, True],
+            latents_mean=list(WAN21_MEAN),
+            latents_std=list(WAN21_STD),
+        )
+    return dict(
+        base_dim=4,
+        decoder_base_dim=4,
+        z_dim=48,
+        in_channels=12,
+        out_channels=12,
+        dim_mult=[1, 1, 1, 1],
+        num_res_blocks=1,
+        attn_scales=[],
+        temperal_downsample=[False, True, True],
+        is_residual=True,
+        patch_size=2,
+        scale_factor_spatial=16,
+        scale_factor_temporal=4,
+        latents_mean=list(WAN22_MEAN),
+        latents_std=list(WAN22_STD),
+    )
+
+
+def _dit_kwargs(in_ch: int, out_ch: int) -> dict:
+    return dict(
+        patch_size=(1, 2, 2),
+        num_attention_heads=2,
+        attention_head_dim=12,
+        in_channels=in_ch,
+        out_channels=out_ch,
+        text_dim=TEXT_DIM,
+        freq_dim=32,
+        ffn_dim=32,
+        num_layers=2,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        eps=1e-6,
+        image_dim=None,
+        added_kv_proj_dim=None,
+        rope_max_seq_len=32,
+        pos_embed_seq_len=None,
+    )
+
+
+def scheduler_config(flow_shift: float) -> dict:
+    """The UniPC scheduler config the real Wan2.2 diffusers repos ship."""
+    return {
+        "_class_name": "UniPCMultistepScheduler",
+        "beta_end": 0.02,
+        "beta_schedule": "linear",
+        "beta_start": 0.0001,
+        "disable_corrector": [],
+        "dynamic_thresholding_ratio": 0.995,
+        "final_sigmas_type": "zero",
+        "flow_shift": flow_shift,
+        "lower_order_final": True,
+        "num_train_timesteps": 1000,
+        "predict_x0": True,
+        "prediction_type": "flow_prediction",
+        "rescale_betas_zero_snr": False,
+        "sample_max_value": 1.0,
+        "solver_order": 2,
+        "solver_p": None,
+        "solver_type": "bh2",
+        "steps_offset": 0,
+        "thresholding": False,
+        "timestep_spacing": "linspace",
+        "trained_betas": None,
+        "use_beta_sigmas": False,
+        "use_exponential_sigmas": False,
+        "use_flow_sigmas": True,
+        "use_karras_sigmas": False,
+    }
+
+
+def build(name: str, out: Path) -> None:
+    """Generate a built-in model folder deterministically from SEED."""
+    import torch
+    from diffusers import AutoencoderKLWan, WanTransformer3DModel
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    from wanctl.core.families import FAMILIES
+
+    b = BUILTINS[name]
+    fam = FAMILIES[b.family]
+    out.mkdir(parents=True)
+    vocab_size = _build_tokenizer(out / "tokenizer")
+
+    torch.manual_seed(SEED)
+    te_cfg = UMT5Config(
+        vocab_size=vocab_size,
+        d_model=TEXT_DIM,
+        d_kv=8,
+        d_ff=32,
+        num_layers=2,
+        num_heads=4,
+        relative_attention_num_buckets=8,
+        relative_attention_max_distance=16,
+        feed_forward_proj="gated-gelu",
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
+    )
+    te = UMT5EncoderModel(te_cfg).eval()
+    te.save_pretrained(str(out / "text_encoder"), safe_serialization=True)
+
+    torch.manual_seed(SEED + 1)
+    vae = AutoencoderKLWan(**_vae_kwargs(fam.vae)).eval()
+    vae.save_pretrained(str(out / "vae"), safe_serialization=True)
+
+    torch.manual_seed(SEED + 2)
+    dit = WanTransformer3DModel(**_dit_kwargs(fam.dit_in_channels, fam.dit_out_channels)).eval()
+    dit.save_pretrained(str(out / "transformer"), safe_serialization=True)
+    if fam.experts == 2:
+        torch.manual_seed(SEED + 3)
+        dit2 = WanTransformer3DModel(**_dit_kwargs(fam.dit_in_channels, fam.dit_out_channels)).eval()
+        dit2.save_pretrained(str(out / "transformer_2"), safe_serialization=True)
+
+    (out / "scheduler").mkdir()
+    # As in the real repos: A14B conversions ship flow_shift 3.0 (not the official default),
+    # TI2V-5B ships 5.0. wanctl takes the shift from its presets, never from this file.
+    flow_shift = 5.0 if fam.name == "ti2v-5b" else 3.0
+    (out / "scheduler" / "scheduler_config.json").write_text(json.dumps(scheduler_config(flow_shift), indent=2))
+    (out / "model_index.json").write_text(json.dumps(model_index(fam.name), indent=2))
+
+
+def model_index(family: str) -> dict:
+    """model_index.json as the real Wan2.2 diffusers repos have it."""
+    idx = {
+        "_class_name": "WanPipeline",
+        "_diffusers_version": "0.35.0.dev0",
+        "scheduler": ["diffusers", "UniPCMultistepScheduler"],
+        "text_encoder": ["transformers", "UMT5EncoderModel"],
+        "tokenizer": ["transformers", "T5TokenizerFast"],
+        "transformer": ["diffusers", "WanTransformer3DModel"],
+        "vae": ["diffusers", "AutoencoderKLWan"],
+    }
+    if family == "ti2v-5b":
+        idx.update({"boundary_ratio": None, "expand_timesteps": True, "transformer_2": [None, None]})
+    elif family == "t2v-a14b":
+        idx.update({"boundary_ratio": 0.875, "transformer_2": ["diffusers", "WanTransformer3DModel"]})
+    else:
+        idx.update(
+            {
+                "_class_name": "WanImageToVideoPipeline",
+                "boundary_ratio": 0.9,
+                "image_encoder": [None, None],
+                "image_processor": [None, None],
+                "transformer_2": ["diffusers", "WanTransformer3DModel"],
+            }
+        )
+    return dict(sorted(idx.items()))

@@ -1,0 +1,213 @@
+"""``encode`` and ``decode`` as library functions: pixels <-> latent artifacts.
+
+Planning (what will be read, trimmed, resized) is separate from the work so the CLI can report
+it and fail on bad input before loading a model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
+
+from wanctl.core import video as vio
+from wanctl.core.artifact import Artifact, input_record, new_meta, sha256_file
+from wanctl.core.errors import BadInputError
+from wanctl.core.families import FamilySpec, check_frames, check_size
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+
+    from wanctl.core.models import ModelBundle
+
+
+@dataclass
+class EncodePlan:
+    source: str
+    info: vio.SourceInfo
+    family: FamilySpec
+    start: float
+    fps: float  # output fps
+    source_fps: float
+    frames: int | None  # requested (4n+1) or None = as many as fit
+    width: int
+    height: int
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def resized(self) -> bool:
+        return (self.width, self.height) != (self.info.width, self.info.height)
+
+
+def plan_encode(
+    source: str,
+    family: FamilySpec,
+    *,
+    frames: int | None = None,
+    start: float = 0.0,
+    fps: float | None = None,
+    size: tuple[int, int] | None = None,
+) -> EncodePlan:
+    info = vio.probe(source)
+    if start < 0:
+        raise BadInputError(f"--start must be >= 0, got {start}")
+    if frames is not None:
+        check_frames(frames)
+    notes: list[str] = []
+    if info.kind in ("image", "frames") and info.fps is None:
+        src_fps = float(fps or family.preset.fps)
+        if fps is None:
+            notes.append(f"{info.kind} input has no frame rate: using {src_fps:g} fps ({family.name} default)")
+    else:
+        src_fps = float(info.fps or fps or family.preset.fps)
+    out_fps = float(fps or src_fps)
+    if info.kind == "image":
+        if frames not in (None, 1):
+            raise BadInputError(f"{source} is one image: it encodes to 1 frame, not {frames}")
+        if start:
+            raise BadInputError("--start does not apply to a single image")
+    if size is not None:
+        check_size(family, *size)
+    w, h = vio.fit_size(info.width, info.height, family.size_multiple, size)
+    if (w, h) != (info.width, info.height):
+        how = "resized and center-cropped" if size is not None else "center-cropped"
+        notes.append(f"{info.width}x{info.height} {how} to {w}x{h} (multiple of {family.size_multiple} for {family.name})")
+    if info.frames is not None and info.kind != "video":
+        avail = info.frames - int(round(start * src_fps)) if info.kind != "image" else 1
+        if out_fps != src_fps:
+            avail = vio.max_frames_at(max(avail, 0), src_fps, out_fps)
+        _check_available(source, avail, frames)
+    return EncodePlan(source, info, family, start, out_fps, src_fps, frames, w, h, notes)
+
+
+def _check_available(source: str, avail: int, frames: int | None) -> None:
+    if avail <= 0:
+        raise BadInputError(f"{source}: no frames to encode (zero-frame input or --start past the end)")
+    if frames is not None and avail < frames:
+        raise BadInputError(f"{source}: only {avail} frames available, --frames {frames} requested")
+
+
+def _resampled(stream: Iterator, src_fps: float, dst_fps: float) -> Iterator:
+    """Nearest-frame resampling from src_fps to dst_fps on an unbounded stream."""
+    if abs(src_fps - dst_fps) < 1e-9:
+        yield from stream
+        return
+    ratio = Fraction(src_fps).limit_denominator(10000) / Fraction(dst_fps).limit_denominator(10000)
+    k, pos, cur = 0, -1, None
+    for frame in stream:
+        pos += 1
+        cur = frame
+        while int(k * ratio + Fraction(1, 2)) == pos:
+            yield cur
+            k += 1
+
+
+def frame_chunks(plan: EncodePlan) -> tuple[Iterator[list], dict]:
+    """Chunks of frames the causal VAE takes (1, then 4s), resized; ``stats`` fills as it goes.
+
+    Stops at ``plan.frames`` or at the last complete chunk; trailing frames that cannot make a
+    complete group of 4 are dropped and counted in ``stats['dropped']``.
+    """
+    stats = {"frames": 0, "dropped": 0}
+
+    def gen():
+        stream = vio.iter_frames(plan.source, plan.info, plan.start)
+        stream = _resampled(stream, plan.source_fps, plan.fps)
+        want = 1
+        buf: list = []
+        for frame in stream:
+            if plan.frames is not None and stats["frames"] >= plan.frames:
+                stats["dropped"] += 1
+                continue
+            buf.append(vio.resize_crop(frame, plan.width, plan.height))
+            if len(buf) == want:
+                stats["frames"] += len(buf)
+                yield buf
+                buf, want = [], 4
+        stats["dropped"] += len(buf)
+
+    return gen(), stats
+
+
+def source_sha256(path: str) -> str:
+    p = Path(path)
+    if p.is_dir():
+        h = hashlib.sha256()
+        for f in sorted(x for x in p.iterdir() if x.suffix.lower() in vio.IMAGE_EXTS):
+            h.update(f.name.encode())
+            h.update(sha256_file(f).encode())
+        return h.hexdigest()
+    return sha256_file(p)
+
+
+def encode(
+    bundle: "ModelBundle",
+    plan: EncodePlan,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[Artifact, list[str]]:
+    """Encode per plan; returns the latent artifact and notes (what was trimmed)."""
+    import numpy as np
+    import torch
+
+    from wanctl.core.codec import encode_chunks
+
+    vae = bundle.vae()
+    chunks, stats = frame_chunks(plan)
+    first_frame: list = []
+
+    def remember_first(chunks: Iterator[list]) -> Iterator[list]:
+        for chunk in chunks:
+            if not first_frame:
+                first_frame.append(chunk[0])
+            yield chunk
+
+    try:
+        latents = encode_chunks(vae, remember_first(chunks), progress)
+    except ValueError:
+        raise BadInputError(f"{plan.source}: no frames to encode (zero-frame input or --start past the end)") from None
+    notes = list(plan.notes)
+    n = stats["frames"]
+    if n == 0:
+        raise BadInputError(f"{plan.source}: no frames to encode (zero-frame input or --start past the end)")
+    if plan.frames is not None and n < plan.frames:
+        raise BadInputError(f"{plan.source}: only {n} frames available, --frames {plan.frames} requested")
+    if stats["dropped"] and plan.frames is None:
+        notes.append(f"kept {n} frames (4n+1); dropped {stats['dropped']} trailing frame(s)")
+    ff = torch.from_numpy(np.array(first_frame[0], dtype=np.uint8)).permute(2, 0, 1).unsqueeze(0).contiguous()
+    meta = new_meta(
+        "latent",
+        family=plan.family.name,
+        command="encode",
+        noise_level=0.0,
+        video={"width": plan.width, "height": plan.height, "frames": n, "fps": plan.fps},
+        model=bundle.record(["vae"]),
+        params={
+            "frames": n,
+            "start": plan.start,
+            "fps": plan.fps,
+            "source_fps": plan.source_fps,
+            "source_size": [plan.info.width, plan.info.height],
+            "size": [plan.width, plan.height],
+            "resize": "cover+center-crop" if plan.resized else None,
+            "vae_tiling": bool(bundle.options.vae_tiling),
+            "vae_dtype": bundle.options.vae_dtype,
+            "posterior": "mean",
+        },
+        inputs=[input_record("source", plan.source, source_sha256(plan.source), kind=plan.info.kind)],
+    )
+    return Artifact({"latents": latents.cpu().contiguous(), "first_frame": ff}, meta), notes
+
+
+def decode(
+    bundle: "ModelBundle",
+    artifact: Artifact,
+    index: int = 0,
+    progress: Callable[[int], None] | None = None,
+) -> Iterator["np.ndarray"]:
+    """Yield uint8 frames of one video of the artifact's batch."""
+    from wanctl.core.codec import decode_latents
+
+    lat = artifact.latents[index : index + 1]
+    return decode_latents(bundle.vae(), lat, progress)

@@ -1,0 +1,41 @@
+"""Errors that carry the process exit code the CLI should use (SPEC section 7)."""
+
+EXIT_OK = 0
+EXIT_UNEXPECTED = 1
+EXIT_USAGE = 2
+EXIT_BAD_INPUT = 3
+EXIT_MODEL = 4
+EXIT_OOM = 5
+EXIT_INTERRUPTED = 130
+
+
+class WanctlError(Exception):
+    """An expected failure with a one-line, user-facing message."""
+
+    exit_code = EXIT_UNEXPECTED
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class BadInputError(WanctlError):
+    """Bad input file, artifact, option combination or mismatch (exit 3)."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class ModelError(WanctlError):
+    """A model folder is missing, incomplete, unloadable or of an unknown family (exit 4)."""
+
+    exit_code = EXIT_MODEL
+
+
+class OutOfMemoryError(WanctlError):
+    """The device ran out of memory (exit 5)."""
+
+    exit_code = EXIT_OOM
+
+
+OOM_HINT = "try --offload model (or group), --vae-tiling, a smaller size or fewer frames"

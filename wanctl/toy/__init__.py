@@ -1,0 +1,1 @@
+"""Synthetic data: clips of simple coloured shapes moving over plain or gradient backgrounds."""
