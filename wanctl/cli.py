@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from wanctl import __version__
-from wanctl.commands import decode, encode, info, model
+from wanctl.commands import decode, denoise, encode, info, invert, model
 
 app = typer.Typer(
     name="wanctl",
@@ -36,6 +36,8 @@ def _root(
 
 
 app.command("encode")(encode.encode)
+app.command("invert")(invert.invert)
+app.command("denoise")(denoise.denoise)
 app.command("decode")(decode.decode)
 app.command("info")(info.info)
 app.add_typer(model.app, name="model")

@@ -213,3 +213,15 @@ def parse_size(value: str | None) -> tuple[int, int] | None:
 
 def describe_output(path: str) -> str:
     return "<stdout>" if path == "-" else path
+
+
+# options shared by the generating commands
+StepsOpt = Annotated[Optional[int], typer.Option("--steps", help="Number of steps. Default: the family preset (ti2v-5b 50, A14B 40), or the noise's grid.")]
+ShiftOpt = Annotated[Optional[float], typer.Option("--shift", help="Flow shift of the grid. Default: the family preset (ti2v-5b 5, t2v-a14b 12, i2v-a14b 5).")]
+GridOpt = Annotated[str, typer.Option("--grid", help="Noise grid: unipc (diffusers' UniPC flow grid, default) or dpm (official dpm++ grid, starts at s = 1).")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the starting noise (drawn on the CPU, so the same on every device).")]
+BatchOpt = Annotated[int, typer.Option("--batch-size", help="Targets per model call batch.")]
+GuidanceOpt = Annotated[Optional[float], typer.Option("--guidance", "-g", help="CFG scale of the high-noise expert (and of the low-noise one unless --guidance-low). Default: the family preset.")]
+GuidanceLowOpt = Annotated[Optional[float], typer.Option("--guidance-low", help="CFG scale of the low-noise expert (A14B).")]
+NegativeOpt = Annotated[Optional[str], typer.Option("--negative-prompt", "-n", help="Negative prompt for CFG. Default: the official Wan negative prompt.")]
+CfgBatchOpt = Annotated[bool, typer.Option("--cfg-batch/--no-cfg-batch", help="Run the conditional and unconditional CFG branches as one batch-2 forward.")]

@@ -470,7 +470,41 @@ def read_artifact(
     except Exception as e:  # safetensors raises its own error types on corrupt payloads
         raise BadInputError(f"{where}: cannot read tensors ({type(e).__name__}: {str(e).splitlines()[0]})") from None
     validate(tensors, meta, where, check_finite=check_finite)
-    return Artifact(tensors=dict(tensors), meta=meta, path=path)
+    from wanctl.core import trace
+
+    trace.event("read_artifact", path=where, kind=meta["kind"])
+    art = Artifact(tensors=dict(tensors), meta=meta, path=path)
+    if data is not None:
+        art.extras["sha256"] = sha256_bytes(data)
+    return art
+
+
+def artifact_digest(art: Artifact) -> str:
+    """sha256 of an artifact as read (file bytes; for zarr, all files in order), for provenance."""
+    if "sha256" in art.extras:
+        return art.extras["sha256"]
+    p = Path(art.path) if art.path else None
+    if p is None or not p.exists():
+        return ""
+    if p.is_dir():
+        h = hashlib.sha256()
+        for f in sorted(x for x in p.rglob("*") if x.is_file()):
+            h.update(str(f.relative_to(p)).encode())
+            h.update(sha256_file(f).encode())
+        digest = h.hexdigest()
+    else:
+        digest = sha256_file(p)
+    art.extras["sha256"] = digest
+    return digest
+
+
+def first_frame(art: Artifact, index: int = 0):
+    """The stored first frame of video ``index`` as uint8 (H, W, 3), or None."""
+    ff = art.tensors.get("first_frame")
+    if ff is None:
+        return None
+    i = min(index, ff.shape[0] - 1)
+    return ff[i].permute(1, 2, 0).contiguous().numpy()
 
 
 def validate(tensors: dict, meta: dict, where: str, check_finite: bool = True) -> None:

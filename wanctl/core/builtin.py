@@ -215,7 +215,9 @@ def build(name: str, out: Path) -> None:
     from transformers import UMT5Config, UMT5EncoderModel
 
     from wanctl.core.families import FAMILIES
+    from wanctl.core.models import quiet_libraries
 
+    quiet_libraries()
     b = BUILTINS[name]
     fam = FAMILIES[b.family]
     out.mkdir(parents=True)

@@ -67,39 +67,47 @@ def encode_chunks(
 ) -> "torch.Tensor":
     """Encode uint8 frames given as causal chunks (1 frame, then 4s) into normalized latents
     (1, C, T, h, w), float32. Chunks are consumed as they arrive."""
+
+    def as_pixels():
+        for chunk in chunks:
+            yield to_pixels(chunk)
+            if progress:
+                progress(len(chunk))
+
+    return encode_pixel_chunks(vae, as_pixels())
+
+
+def encode_pixel_chunks(vae, chunks: Iterable["torch.Tensor"]) -> "torch.Tensor":
+    """Encode pixel chunks (1, 3, n, H, W) in [-1, 1] (n = 1, then 4s) into normalized latents."""
     import torch
 
     device, dtype = vae.device, vae.dtype
     with torch.inference_mode():
         if vae.use_tiling:
-            frames = [f for c in chunks for f in c]
-            if not frames:
+            parts = list(chunks)
+            if not parts:
                 raise ValueError("no frames to encode")
-            mu = vae.encode(to_pixels(frames, device, dtype)).latent_dist.mode()
-            if progress:
-                progress(len(frames))
+            mu = vae.encode(torch.cat(parts, dim=2).to(device, dtype)).latent_dist.mode()
             return normalize(mu, vae)
         from diffusers.models.autoencoders.autoencoder_kl_wan import patchify
 
         vae.clear_cache()
-        parts = []
+        out = []
         try:
-            for chunk in chunks:
-                x = to_pixels(chunk, device, dtype)
+            for x in chunks:
+                x = x.to(device, dtype)
                 if vae.config.patch_size is not None:
                     x = patchify(x, patch_size=vae.config.patch_size)
                 vae._enc_conv_idx = [0]
                 h = vae.encoder(x, feat_cache=vae._enc_feat_map, feat_idx=vae._enc_conv_idx)
                 # quant_conv is a 1x1x1 convolution: applying it per chunk equals applying it once
                 h = vae.quant_conv(h)
-                parts.append(normalize(h[:, : vae.config.z_dim], vae))
-                if progress:
-                    progress(len(chunk))
+                out.append(normalize(h[:, : vae.config.z_dim], vae))
         finally:
             vae.clear_cache()
-        if not parts:
+        if not out:
             raise ValueError("no frames to encode")
-        return torch.cat(parts, dim=2)
+        return torch.cat(out, dim=2)
 
 
 def encode_frames(vae, frames: list["np.ndarray"], progress: Callable[[int], None] | None = None) -> "torch.Tensor":

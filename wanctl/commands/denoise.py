@@ -1,0 +1,160 @@
+"""`wanctl denoise`: noise artifact (or seeded noise) -> clean latents, for one or many targets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from wanctl.commands._common import (
+    BatchOpt,
+    CfgBatchOpt,
+    DeviceOpt,
+    DtypeOpt,
+    ForceOpt,
+    GridOpt,
+    GuidanceLowOpt,
+    GuidanceOpt,
+    JsonOpt,
+    ModelOpt,
+    NegativeOpt,
+    SeedOpt,
+    ShiftOpt,
+    StepsOpt,
+    emit_json,
+    handle_errors,
+    info,
+    load_options,
+    notice,
+    parse_size,
+    progress,
+    warn,
+)
+
+
+@handle_errors
+def denoise(
+    noise: Annotated[Optional[str], typer.Argument(help="Noise artifact from `wanctl invert` (or -). Omit to start from seeded noise.", show_default=False)] = None,
+    prompt: Annotated[Optional[str], typer.Option("--prompt", "-p", help="Target prompt (manifest rows may set their own).", show_default=False)] = None,
+    output: Annotated[str, typer.Option("--output", "-o", help="Output artifact; with several targets, a folder.", show_default=False)] = ...,
+    first_frame: Annotated[Optional[list[str]], typer.Option("--first-frame", "-i", help="Target first frame (image), repeatable; a folder adds every image in it.")] = None,
+    manifest: Annotated[Optional[str], typer.Option("--manifest", help="CSV (header first_frame,prompt,output) or JSONL of targets; paths relative to the manifest.")] = None,
+    model: ModelOpt = None,
+    negative_prompt: NegativeOpt = None,
+    guidance: GuidanceOpt = None,
+    guidance_low: GuidanceLowOpt = None,
+    solver: Annotated[Optional[str], typer.Option("--solver", help="unipc (official default), euler, midpoint or fireflow. Default: the noise's inversion solver, else unipc.")] = None,
+    steps: StepsOpt = None,
+    shift: ShiftOpt = None,
+    grid: GridOpt = "unipc",
+    seed: SeedOpt = 0,
+    frames: Annotated[Optional[int], typer.Option("--frames", help="Without a noise artifact: frame count (4n+1). Default: the family preset.")] = None,
+    size: Annotated[Optional[str], typer.Option("--size", help="Without a noise artifact: WIDTHxHEIGHT. Default: the first frame's size (cropped to the family multiple), else the preset.")] = None,
+    batch_size: BatchOpt = 1,
+    cfg_batch: CfgBatchOpt = False,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = "bf16",
+    force: ForceOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Denoise a noise artifact with a new first frame and prompt (or many), or seeded noise.
+
+    With a noise artifact, its grid (steps, shift) is used unless --steps/--shift override it,
+    and the default solver is the one it was inverted with. Without --first-frame, a
+    conditionally inverted noise keeps its source's first frame (regenerate under a new prompt).
+    The noise, the models and each distinct prompt's embedding load once for all targets; a
+    target whose image cannot be read is reported and the others still run (exit 3 at the end).
+
+    Examples:
+
+      wanctl denoise noise.safetensors -i new_first.png -p "a green triangle moving right" -o edit.safetensors
+
+      wanctl denoise noise.safetensors -i frames/ -p "..." -o edits/ --batch-size 4
+
+      wanctl denoise noise.safetensors --manifest targets.csv -o edits/
+
+      wanctl denoise -i first.png -p "a cat on a beach" --seed 1 --size 832x480 --frames 81 -o out.safetensors
+    """
+    from wanctl.core import generation as gen
+    from wanctl.core.artifact import check_output, check_output_file, output_format, read_artifact, write_artifact
+    from wanctl.core.errors import BadInputError
+    from wanctl.core.families import check_frames, check_size
+    from wanctl.core.models import open_bundle
+    from wanctl.core.schedule import make_schedule
+    from wanctl.core.solvers import get_solver
+    from wanctl.core.video import fit_size, load_image
+
+    targets = gen.plan_targets(first_frames=first_frame or [], manifest=manifest, prompt=prompt, output=output)
+    multi = len(targets) > 1
+    if multi:
+        if Path(output).suffix in (".safetensors", ".zarr") or output == "-":
+            raise BadInputError(f"{len(targets)} targets: -o must be a folder, not {output}")
+        Path(output).mkdir(parents=True, exist_ok=True)
+    for t in targets:
+        if multi or t.output != "-":
+            output_format(t.output)
+            check_output_file(t.output, force)
+        else:
+            check_output(t.output, force)
+    art = read_artifact(noise, kinds=("noise",)) if noise else None
+    opts = load_options(device, dtype=dtype)
+    bundle = open_bundle(model, family=art.family if art else None, recorded=art.meta.get("model") if art else None,
+                         notice=notice, options=opts)
+    fam = bundle.family
+    if fam.conditioning == "text" and any(t.first_frame for t in targets):
+        raise BadInputError(f"{fam.name} is text-only: --first-frame needs a ti2v-5b or i2v-a14b model")
+    pre = fam.preset
+    if art is not None:
+        if frames is not None or size is not None:
+            raise BadInputError("--frames/--size apply to seeded noise; a noise artifact fixes them")
+        sched = None
+        if steps is not None or shift is not None:
+            own = (art.meta.get("params") or {}).get("schedule") or {}
+            sched = make_schedule(steps or own.get("steps", pre.steps), shift if shift is not None else own.get("shift", pre.shift),
+                                  grid, float(art.meta.get("noise_level", 1.0)) if art.meta.get("noise_level", 1.0) < 0.999 else 1.0)
+        src = gen.noise_from_artifact(art, bundle, sched, warn=warn)
+        default_solver = (art.meta.get("params") or {}).get("solver") or "unipc"
+    else:
+        n_frames = frames or pre.frames
+        check_frames(n_frames)
+        wh = parse_size(size)
+        if wh is None:
+            first_img = next((t.first_frame for t in targets if t.first_frame), None)
+            if first_img is not None:
+                img = load_image(first_img)
+                wh = fit_size(img.shape[1], img.shape[0], fam.size_multiple, None)
+            else:
+                wh = pre.default_size
+        check_size(fam, *wh)
+        sched = make_schedule(steps or pre.steps, shift if shift is not None else pre.shift, grid)
+        src = gen.fresh_noise(bundle, seed=seed, frames=n_frames, width=wh[0], height=wh[1], schedule=sched)
+        default_solver = "unipc"
+    solver = solver or default_solver
+    get_solver(solver)
+    if solver != default_solver and art is not None:
+        notice(f"denoising with {solver}; the noise was inverted with {default_solver}")
+    gen.prepare_images(targets, src.width, src.height)
+    for t in targets:
+        if t.error:
+            warn(f"{t.label}: {t.error}; skipping it")
+    g = gen.resolve_guidance(fam, guidance, guidance_low)
+    written = []
+
+    def write(t: gen.Target, result) -> None:
+        write_artifact(t.output, result, force=force)
+        written.append(t)
+        if as_json:
+            emit_json({"output": t.output if t.output != "-" else "<stdout>", "kind": "latent", "row": t.row,
+                       "first_frame": t.first_frame, "prompt": t.prompt})
+        elif t.output != "-":
+            info(f"wrote {t.output}")
+
+    todo = sum(1 for t in targets if not t.error)
+    with progress("denoising", todo * src.schedule.num_steps, "target-steps") as advance:
+        gen.run_denoise(bundle, src, targets, solver=solver, guidance=g, negative_prompt=negative_prompt,
+                        batch_size=batch_size, cfg_batch=cfg_batch, on_result=write, progress=advance, notice=notice)
+    failed = [t for t in targets if t.error]
+    if failed:
+        rows = "; ".join(f"{t.label}: {t.error}" for t in failed)
+        raise BadInputError(f"{len(failed)} of {len(targets)} targets failed ({rows}); {len(written)} written")

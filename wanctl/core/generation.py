@@ -1,0 +1,333 @@
+"""``denoise``: noise (inverted or fresh) -> clean latents, for one or many targets (SPEC 5.2).
+
+Reuse is the point: the noise and the models load once, each distinct prompt is encoded once,
+and targets (a first frame, a prompt, an output path each) run in batches. A target that cannot
+be prepared (unreadable image, ...) is reported and skipped; the others still run.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterable
+
+from wanctl.core.artifact import Artifact, artifact_digest, check_family, first_frame, input_record, new_meta, sha256_file
+from wanctl.core.conditioning import Condition, build_condition, empty_condition
+from wanctl.core.errors import BadInputError
+from wanctl.core.families import DEFAULT_NEGATIVE_PROMPT, FamilySpec
+from wanctl.core.sampling import Guidance, VelocityModel, denoise, seeded_noise
+from wanctl.core.schedule import Schedule, make_schedule
+from wanctl.core.text import encode_prompts
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+    import torch
+
+    from wanctl.core.models import ModelBundle
+
+
+@dataclass
+class Target:
+    """One output of a denoise run."""
+
+    row: int  # 1-based position (manifest row, or --first-frame order)
+    prompt: str
+    output: str
+    first_frame: str | None = None  # image path; None = the noise's own condition / text only
+    image: "np.ndarray | None" = None  # prepared pixels at the video size
+    error: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return f"target {self.row}" + (f" ({self.first_frame})" if self.first_frame else "")
+
+
+# --------------------------------------------------------------------------- targets
+
+
+def read_manifest(path: str) -> list[dict]:
+    """Rows of a CSV (header: first_frame,prompt,output) or JSONL manifest; paths relative to it."""
+    p = Path(path)
+    if not p.is_file():
+        raise BadInputError(f"manifest {path}: no such file")
+    base = p.parent
+    rows: list[dict] = []
+    try:
+        if p.suffix.lower() in (".jsonl", ".ndjson", ".json"):
+            for n, line in enumerate(p.read_text().splitlines(), 1):
+                if line.strip():
+                    obj = json.loads(line)
+                    if not isinstance(obj, dict):
+                        raise BadInputError(f"manifest {path}: line {n} is not a JSON object")
+                    rows.append(obj)
+        else:
+            with open(p, newline="") as f:
+                rows = [dict(r) for r in csv.DictReader(f)]
+    except (ValueError, csv.Error) as e:
+        raise BadInputError(f"manifest {path}: cannot parse ({e})") from None
+    unknown = {k for r in rows for k in r} - {"first_frame", "prompt", "output", "negative_prompt"}
+    if unknown:
+        raise BadInputError(f"manifest {path}: unknown column(s) {', '.join(sorted(unknown))}")
+    for r in rows:
+        for key in ("first_frame", "output"):
+            v = (r.get(key) or "").strip()
+            r[key] = str(base / v) if v and not Path(v).is_absolute() else (v or None)
+    if not rows:
+        raise BadInputError(f"manifest {path}: no rows")
+    return rows
+
+
+def image_files(folder: str) -> list[str]:
+    from wanctl.core.video import IMAGE_EXTS
+
+    files = sorted(str(f) for f in Path(folder).iterdir() if f.suffix.lower() in IMAGE_EXTS)
+    if not files:
+        raise BadInputError(f"{folder}: no images ({', '.join(sorted(IMAGE_EXTS))})")
+    return files
+
+
+def plan_targets(
+    *,
+    first_frames: list[str],
+    manifest: str | None,
+    prompt: str | None,
+    output: str,
+) -> list[Target]:
+    """Targets from repeated --first-frame (files or folders), a manifest, or neither (one).
+
+    One target: ``output`` is the artifact path. Several: ``output`` is a folder and each target
+    is written to ``<folder>/<first frame stem>.safetensors`` unless the manifest names it.
+    """
+    specs: list[dict] = []
+    for ff in first_frames:
+        if Path(ff).is_dir():
+            specs += [{"first_frame": f} for f in image_files(ff)]
+        else:
+            specs.append({"first_frame": ff})
+    if manifest:
+        specs += read_manifest(manifest)
+    if not specs:
+        specs = [{"first_frame": None}]
+    multi = len(specs) > 1
+    targets: list[Target] = []
+    seen: set[str] = set()
+    for i, sp in enumerate(specs, 1):
+        p = sp.get("prompt") or prompt
+        if not p:
+            raise BadInputError(f"target {i}: no prompt (give -p or a prompt column)")
+        out = sp.get("output")
+        if not out:
+            if not multi:
+                out = output
+            else:
+                stem = Path(sp["first_frame"]).stem if sp.get("first_frame") else f"target-{i}"
+                out = str(Path(output) / f"{stem}.safetensors")
+                if out in seen:
+                    out = str(Path(output) / f"{stem}-{i}.safetensors")
+        if out in seen:
+            raise BadInputError(f"target {i}: output {out} is used by another target")
+        seen.add(out)
+        targets.append(Target(row=i, prompt=p, output=out, first_frame=sp.get("first_frame")))
+    return targets
+
+
+def prepare_images(targets: list[Target], width: int, height: int) -> None:
+    """Load each target's first frame at the video size; record errors instead of raising."""
+    from wanctl.core.video import aspect_differs, load_image, resize_crop
+
+    for t in targets:
+        if not t.first_frame:
+            continue
+        try:
+            img = load_image(t.first_frame)
+        except BadInputError as e:
+            t.error = e.message
+            continue
+        h0, w0 = img.shape[:2]
+        if (w0, h0) != (width, height):
+            how = "resized and center-cropped" if aspect_differs(w0, h0, width, height) else "resized"
+            t.notes.append(f"{t.first_frame}: {w0}x{h0} {how} to {width}x{height}")
+        t.image = resize_crop(img, width, height)
+
+
+# --------------------------------------------------------------------------- the run
+
+
+@dataclass
+class NoiseSource:
+    """Where the starting noise comes from: an artifact, or a seed."""
+
+    latents: "torch.Tensor"  # (1, C, T, h, w)
+    schedule: Schedule
+    frames: int
+    width: int
+    height: int
+    fps: float
+    artifact: Artifact | None = None
+    seed: int | None = None
+
+    def describe(self) -> dict:
+        if self.artifact is not None:
+            return {"noise": self.artifact.path or "<stdin>", "noise_sha256": artifact_digest(self.artifact)}
+        return {"seed": self.seed}
+
+
+def noise_from_artifact(art: Artifact, bundle: "ModelBundle", schedule: Schedule | None, warn=None) -> NoiseSource:
+    from wanctl.core.inversion import check_vae
+
+    where = art.path or "<stdin>"
+    check_family(art, bundle.family.name, where=where)
+    check_vae(art, bundle, where)
+    if warn:
+        rec = (art.meta.get("model") or {}).get("components") or {}
+        differ = [c for c in bundle.experts() + ["text_encoder"] if rec.get(c) and rec[c] != bundle.fingerprint(c)]
+        if differ:
+            warn(f"{where} was inverted with other weights ({', '.join(differ)} fingerprint differs); same family, continuing")
+    own = Schedule.from_meta((art.meta.get("params") or {}).get("schedule") or {})
+    if abs(own.s_max - float(art.meta.get("noise_level", own.s_max))) > 1e-6:
+        raise BadInputError(f"{where}: noise level {art.meta.get('noise_level')} does not match its grid")
+    if schedule is None:
+        schedule = own
+    elif abs(schedule.s_max - own.s_max) > 1e-3 and warn:
+        warn(f"the new grid starts at s = {schedule.s_max:.4f} but the noise is at s = {own.s_max:.4f}")
+    v = art.meta.get("video") or {}
+    if art.latents.shape[0] != 1:
+        raise BadInputError(f"{where}: holds {art.latents.shape[0]} noises; denoise takes one")
+    return NoiseSource(art.latents.float(), schedule, v["frames"], v["width"], v["height"], v.get("fps") or bundle.family.preset.fps, artifact=art)
+
+
+def fresh_noise(bundle: "ModelBundle", *, seed: int, frames: int, width: int, height: int, schedule: Schedule, fps: float | None = None) -> NoiseSource:
+    fam = bundle.family
+    shape = (1, fam.latent_channels, fam.latent_frames(frames), height // fam.stride[1], width // fam.stride[2])
+    return NoiseSource(seeded_noise(shape, seed), schedule, frames, width, height, fps or fam.preset.fps, seed=seed)
+
+
+def resolve_guidance(family: FamilySpec, guidance: float | None, guidance_low: float | None) -> Guidance:
+    """--guidance sets the high-noise expert (and the low one unless --guidance-low is given)."""
+    p = family.preset
+    if guidance is None and guidance_low is None:
+        return Guidance(p.guidance_high, p.guidance_low)
+    high = p.guidance_high if guidance is None else guidance
+    low = guidance_low if guidance_low is not None else (guidance if guidance is not None else p.guidance_low)
+    if family.experts == 1 and guidance_low is not None:
+        raise BadInputError(f"--guidance-low applies to two-expert models; {family.name} has one")
+    return Guidance(high, low)
+
+
+def target_condition(bundle: "ModelBundle", src: NoiseSource, target: Target, conditional_noise: bool) -> Condition:
+    """The condition a target is denoised under.
+
+    With a first frame: that frame. Without one: the noise's own source condition (a conditional
+    inversion regenerates its source's first frame under the new prompt), else text only.
+    """
+    if target.image is not None:
+        return build_condition(bundle, frames=src.frames, width=src.width, height=src.height, first=target.image)
+    art = src.artifact
+    if art is not None and conditional_noise:
+        from wanctl.core.inversion import source_condition
+
+        return source_condition(bundle, art, conditional=True)
+    if bundle.family.conditioning == "mask-concat":
+        if art is None:
+            raise BadInputError("i2v-a14b needs a first frame (--first-frame)")
+        return empty_condition(bundle, src.frames, src.width, src.height)
+    return empty_condition(bundle, src.frames, src.width, src.height)
+
+
+def run_denoise(
+    bundle: "ModelBundle",
+    src: NoiseSource,
+    targets: list[Target],
+    *,
+    solver: str,
+    guidance: Guidance,
+    negative_prompt: str | None,
+    batch_size: int = 1,
+    cfg_batch: bool = False,
+    on_result: Callable[[Target, Artifact], None],
+    progress: Callable[[int], None] | None = None,
+    notice=None,
+) -> None:
+    """Denoise ``src`` once per target (in batches); ``on_result`` gets each finished artifact."""
+    import torch
+
+    if batch_size < 1:
+        raise BadInputError("--batch-size must be >= 1")
+    ok = [t for t in targets if t.error is None]
+    if not ok:
+        return
+    uses_cfg = guidance.high != 1.0 or (bundle.family.experts == 2 and guidance.low != 1.0)
+    negative = (DEFAULT_NEGATIVE_PROMPT if negative_prompt is None else negative_prompt) if uses_cfg else None
+    embeds = encode_prompts(bundle, [t.prompt for t in ok] + ([negative] if negative is not None else []))
+    device = bundle.device
+    noise_params = (src.artifact.meta.get("params") or {}) if src.artifact is not None else {}
+    conditional_noise = bool(noise_params.get("conditional"))
+    for start in range(0, len(ok), batch_size):
+        batch = ok[start : start + batch_size]
+        conds = []
+        for t in batch:
+            for n in t.notes:
+                if notice:
+                    notice(n)
+            conds.append(target_condition(bundle, src, t, conditional_noise))
+        cond = Condition.cat(conds).to(device)
+        b = len(batch)
+        model = VelocityModel(
+            bundle,
+            torch.cat([embeds[t.prompt] for t in batch]).to(device),
+            cond,
+            guidance,
+            embeds[negative].repeat(b, 1, 1).to(device) if negative is not None else None,
+            bundle.spec.boundary,
+            schedule=src.schedule,
+            cfg_batch=cfg_batch,
+        )
+        x = src.latents.to(device).repeat(b, 1, 1, 1, 1)
+        out = denoise(model, x, src.schedule, solver, cond, callback=(lambda *a: progress(b)) if progress else None)
+        out = out.float().cpu()
+        calls_per_target = len(model.calls)
+        for i, t in enumerate(batch):
+            on_result(t, _artifact(bundle, src, t, out[i : i + 1], cond.select([i]), solver, guidance, negative, calls_per_target, b))
+
+
+def _artifact(bundle, src: NoiseSource, t: Target, latents, cond: Condition, solver, guidance, negative, calls, batch) -> Artifact:
+    import numpy as np
+    import torch
+
+    params = {
+        "schedule": src.schedule.to_meta(),
+        "solver": solver,
+        "prompt": t.prompt,
+        "negative_prompt": negative,
+        "guidance": guidance.to_meta() if negative is not None else None,
+        "boundary": bundle.spec.boundary,
+        "first_frame": t.first_frame or ("noise source" if cond.kind != "text" else None),
+        "conditioning": cond.kind,
+        "batch_size": batch,
+        "model_calls_per_batch": calls,
+        **src.describe(),
+    }
+    inputs = []
+    if src.artifact is not None:
+        inputs.append(input_record("noise", src.artifact.path or "<stdin>", artifact_digest(src.artifact)))
+    tensors = {"latents": latents}
+    if t.first_frame:
+        inputs.append(input_record("first_frame", t.first_frame, sha256_file(t.first_frame)))
+    if t.image is not None:
+        tensors["first_frame"] = torch.from_numpy(np.array(t.image, dtype=np.uint8)).permute(2, 0, 1).unsqueeze(0).contiguous()
+    elif src.artifact is not None and "first_frame" in src.artifact.tensors and cond.kind != "text":
+        tensors["first_frame"] = src.artifact.tensors["first_frame"][:1]
+    meta = new_meta(
+        "latent",
+        family=bundle.family.name,
+        command="denoise",
+        noise_level=0.0,
+        video={"width": src.width, "height": src.height, "frames": src.frames, "fps": src.fps},
+        model=bundle.record(bundle.experts() + ["text_encoder", "tokenizer", "vae"]),
+        params=params,
+        inputs=inputs,
+    )
+    return Artifact(tensors, meta)
