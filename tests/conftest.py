@@ -82,7 +82,7 @@ def assert_one_line_error(result_or_stderr, code: int, contains: str | None = No
     errors = [line for line in lines if line.startswith("error:")]
     assert len(errors) == 1, f"expected one error line, got:\n{err}"
     assert "Traceback" not in err
-    others = [line for line in lines if not line.startswith(("error:", "hint:", "note:", "warning:"))]
+    others = [line for line in lines if not line.startswith(("error:", "hint:", "note:", "warning:", "wrote "))]
     assert not others, f"unexpected output on stderr:\n{err}"
     if contains:
         assert contains in errors[0], f"{contains!r} not in {errors[0]!r}"

@@ -39,10 +39,11 @@ class Target:
     image: "np.ndarray | None" = None  # prepared pixels at the video size
     error: str | None = None
     notes: list[str] = field(default_factory=list)
+    from_manifest: bool = False
 
     @property
     def label(self) -> str:
-        return f"target {self.row}" + (f" ({self.first_frame})" if self.first_frame else "")
+        return f"manifest row {self.row}" if self.from_manifest else f"target {self.row}"
 
 
 # --------------------------------------------------------------------------- targets
@@ -68,7 +69,7 @@ def read_manifest(path: str) -> list[dict]:
                 rows = [dict(r) for r in csv.DictReader(f)]
     except (ValueError, csv.Error) as e:
         raise BadInputError(f"manifest {path}: cannot parse ({e})") from None
-    unknown = {k for r in rows for k in r} - {"first_frame", "prompt", "output", "negative_prompt"}
+    unknown = {k for r in rows for k in r} - {"first_frame", "prompt", "output"}
     if unknown:
         raise BadInputError(f"manifest {path}: unknown column(s) {', '.join(sorted(unknown))}")
     for r in rows:
@@ -108,7 +109,7 @@ def plan_targets(
         else:
             specs.append({"first_frame": ff})
     if manifest:
-        specs += read_manifest(manifest)
+        specs += [dict(r, from_manifest=True, row=n) for n, r in enumerate(read_manifest(manifest), 1)]
     if not specs:
         specs = [{"first_frame": None}]
     multi = len(specs) > 1
@@ -130,7 +131,8 @@ def plan_targets(
         if out in seen:
             raise BadInputError(f"target {i}: output {out} is used by another target")
         seen.add(out)
-        targets.append(Target(row=i, prompt=p, output=out, first_frame=sp.get("first_frame")))
+        targets.append(Target(row=sp.get("row", i), prompt=p, output=out, first_frame=sp.get("first_frame"),
+                              from_manifest=bool(sp.get("from_manifest"))))
     return targets
 
 
