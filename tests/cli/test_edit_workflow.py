@@ -139,3 +139,54 @@ def test_manifest_row_with_missing_file(tmp_path, edit, assets):
     line = assert_one_line_error(r, 3, "1 of 3 targets failed")
     assert "manifest row 2" in line and "missing.png: no such image" in line and "2 written" in line
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["1.safetensors", "3.safetensors"]
+
+
+def test_trajectory_and_strength(tmp_path, edit):
+    traj = tmp_path / "traj.zarr"
+    r = invoke("invert", str(edit / "clip.safetensors"), "-p", "a red circle", "--steps", "6", "--strength", "0.8",
+               "--save-trajectory", str(traj), "-o", str(tmp_path / "n.safetensors"), "--json")
+    assert r.exit_code == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["noise_level"] <= 0.8 and out["steps"] < 6
+    t = read_artifact(str(traj), kinds=("trajectory",))
+    states = [k for k in t.tensors if k.startswith("trajectory/")]
+    assert len(states) == out["steps"] + 1
+    assert (traj / "trajectory" / "0" / "zarr.json").exists()
+
+
+def _modified_copy(src_name: str, dest, component: str):
+    from safetensors.torch import load_file, save_file
+
+    from wanctl.core import builtin
+
+    builtin.init(src_name, dest)
+    f = dest / component / "diffusion_pytorch_model.safetensors"
+    sd = load_file(str(f))
+    sd = {k: v * 1.01 if v.is_floating_point() else v for k, v in sd.items()}
+    save_file(sd, str(f))
+    return dest
+
+
+def test_fingerprint_warning_and_vae_refusal(tmp_path, edit, assets):
+    other_dit = _modified_copy("tiny-ti2v-5b", tmp_path / "dit", "transformer")
+    r = invoke("denoise", str(edit / "noise.safetensors"), "-m", str(other_dit), "-i", str(assets["green-triangle"]),
+               "-p", "x", "-o", str(tmp_path / "a.safetensors"))
+    assert r.exit_code == 0, r.stderr
+    assert "warning:" in r.stderr and "transformer fingerprint differs" in r.stderr
+    other_vae = _modified_copy("tiny-ti2v-5b", tmp_path / "vae", "vae")
+    r = invoke("denoise", str(edit / "noise.safetensors"), "-m", str(other_vae), "-i", str(assets["green-triangle"]),
+               "-p", "x", "-o", str(tmp_path / "b.safetensors"))
+    assert_one_line_error(r, 3, "another VAE")
+    assert not (tmp_path / "b.safetensors").exists()
+
+
+def test_out_of_memory_exit_code(tmp_path, edit, assets, monkeypatch):
+    import wanctl.core.generation as gen
+
+    def boom(*a, **k):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(gen, "run_denoise", boom)
+    r = invoke("denoise", str(edit / "noise.safetensors"), "-p", "x", "-o", str(tmp_path / "o.safetensors"))
+    assert_one_line_error(r, 5, "out of memory")
+    assert "--vae-tiling" in r.stderr and not (tmp_path / "o.safetensors").exists()
