@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from wanctl import __version__
-from wanctl.commands import decode, denoise, encode, info, invert, model
+from wanctl.commands import decode, denoise, encode, info, invert, model, t2v
 
 app = typer.Typer(
     name="wanctl",
@@ -38,6 +38,7 @@ def _root(
 app.command("encode")(encode.encode)
 app.command("invert")(invert.invert)
 app.command("denoise")(denoise.denoise)
+app.command("t2v")(t2v.t2v)
 app.command("decode")(decode.decode)
 app.command("info")(info.info)
 app.add_typer(model.app, name="model")

@@ -45,7 +45,8 @@ class VelocityModel:
 
     ``embeds`` and ``negative`` are (B, L, D) text embeddings; ``negative`` may be None when no
     step uses guidance. ``cfg_off`` names denoising steps (indices into ``schedule``) that use
-    the conditional prediction only (CFG truncation).
+    the conditional prediction only (CFG truncation). ``expert`` pins one expert instead of
+    routing by t. ``last`` holds (x, s, v) of the latest call, for x0 / eps predictions.
     """
 
     bundle: "ModelBundle"
@@ -57,7 +58,9 @@ class VelocityModel:
     schedule: Schedule | None = None
     cfg_off: frozenset = frozenset()
     cfg_batch: bool = False
+    expert: str | None = None
     calls: list = field(default_factory=list)  # (expert, batch, frames) per DiT forward
+    last: tuple | None = None
 
     def guidance_at(self, s: float, expert: str) -> float:
         if self.cfg_off and self.schedule is not None and self.schedule.step_of(s) in self.cfg_off:
@@ -79,7 +82,7 @@ class VelocityModel:
         import torch
 
         t = model_timestep(s)
-        expert = route_expert(t, self.boundary)
+        expert = self.expert or route_expert(t, self.boundary)
         g = self.guidance_at(s, expert)
         inp = self.condition.model_input(x)
         ts = self.condition.timestep(t, x)
@@ -96,7 +99,9 @@ class VelocityModel:
                 v_cond = self._forward(expert, inp, ts, self.embeds)
                 v_uncond = self._forward(expert, inp, ts, self.negative)
                 v = v_uncond + g * (v_cond - v_uncond)
-        return self.condition.mask_velocity(v)
+        v = self.condition.mask_velocity(v)
+        self.last = (x, s, v)
+        return v
 
 
 def denoise(
