@@ -1,0 +1,32 @@
+"""Random-weight models sized so that compute dominates (not the 2-layer test models)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def compute_bundle(family: str = "t2v-a14b", dim_heads: int = 4, head_dim: int = 64, layers: int = 4,
+                   ffn: int = 1024, text_dim: int = 64, device: str = "cpu", seed: int = 0):
+    """A ModelBundle whose experts are one random WanTransformer3DModel of the given size (both
+    A14B experts share it: the timing is the same). Nothing is written to disk."""
+    import torch
+    from diffusers import WanTransformer3DModel
+
+    from wanctl.core.families import FAMILIES
+    from wanctl.core.models import LoadOptions, ModelBundle, ModelSpec
+
+    fam = FAMILIES[family]
+    cfg = dict(patch_size=(1, 2, 2), num_attention_heads=dim_heads, attention_head_dim=head_dim,
+               in_channels=fam.dit_in_channels, out_channels=fam.dit_out_channels, text_dim=text_dim,
+               freq_dim=256, ffn_dim=ffn, num_layers=layers, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
+               eps=1e-6, image_dim=None, added_kv_proj_dim=None, rope_max_seq_len=1024, pos_embed_seq_len=None)
+    torch.manual_seed(seed)
+    dit = WanTransformer3DModel(**cfg).eval().requires_grad_(False).to(device)
+    index = {"boundary_ratio": fam.preset.boundary, "transformer_2": ["diffusers", "WanTransformer3DModel"] if fam.experts == 2 else [None, None]}
+    spec = ModelSpec(path=Path("<memory>"), name=f"bench-{family}-d{dim_heads * head_dim}-l{layers}", family=fam,
+                     model_index=index, configs={"transformer": dict(cfg, _class_name="WanTransformer3DModel")})
+    bundle = ModelBundle(spec, LoadOptions(device=device, dtype="fp32"))
+    bundle._loaded["transformer"] = dit
+    if fam.experts == 2:
+        bundle._loaded["transformer_2"] = dit
+    return bundle
