@@ -59,6 +59,7 @@ class VelocityModel:
     cfg_off: frozenset = frozenset()
     cfg_batch: bool = False
     expert: str | None = None
+    rope_reverse: tuple | None = None  # per batch row: reversed temporal RoPE positions
     calls: list = field(default_factory=list)  # (expert, batch, frames) per DiT forward
     last: tuple | None = None
 
@@ -68,15 +69,21 @@ class VelocityModel:
         return self.guidance.for_expert(expert)
 
     def _forward(self, expert: str, inp, ts, emb):
+        from wanctl.core.rope import reversed_time_rope
+
         dit = self.bundle.transformer(expert)
         self.calls.append((expert, inp.shape[0], inp.shape[2]))
         trace.event("model_call", expert=expert, batch=int(inp.shape[0]), frames=int(inp.shape[2]))
-        return dit(
-            hidden_states=inp.to(dit.dtype),
-            timestep=ts,
-            encoder_hidden_states=emb.to(inp.device, dit.dtype),
-            return_dict=False,
-        )[0].float()
+        flags = None
+        if self.rope_reverse:
+            flags = list(self.rope_reverse) * (inp.shape[0] // len(self.rope_reverse))
+        with reversed_time_rope(dit, flags):
+            return dit(
+                hidden_states=inp.to(dit.dtype),
+                timestep=ts,
+                encoder_hidden_states=emb.to(inp.device, dit.dtype),
+                return_dict=False,
+            )[0].float()
 
     def __call__(self, x: "torch.Tensor", s: float) -> "torch.Tensor":
         import torch
