@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from wanctl import __version__
-from wanctl.commands import decode, denoise, encode, flf2v, info, invert, model, t2v
+from wanctl.commands import cache, decode, denoise, encode, flf2v, info, invert, model, t2v
 
 app = typer.Typer(
     name="wanctl",
@@ -43,6 +43,7 @@ app.command("flf2v")(flf2v.flf2v)
 app.command("decode")(decode.decode)
 app.command("info")(info.info)
 app.add_typer(model.app, name="model")
+app.add_typer(cache.app, name="cache")
 
 
 def main() -> None:

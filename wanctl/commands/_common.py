@@ -171,7 +171,8 @@ ForceOpt = Annotated[bool, typer.Option("--force", "-f", help="Overwrite existin
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object per output artifact on stdout.")]
 
 
-def load_options(device: str | None, dtype: str = "bf16", vae_dtype: str = "fp32", vae_tiling: bool = False):
+def load_options(device: str | None, dtype: str = "bf16", vae_dtype: str = "fp32", vae_tiling: bool = False,
+                 no_cache: bool = False):
     from wanctl.core.env import default_device
     from wanctl.core.models import LoadOptions, parse_dtype
 
@@ -179,7 +180,7 @@ def load_options(device: str | None, dtype: str = "bf16", vae_dtype: str = "fp32
     parse_dtype(vae_dtype)
     dev = device or default_device()
     _check_device(dev)
-    return LoadOptions(device=dev, dtype=dtype, vae_dtype=vae_dtype, vae_tiling=vae_tiling)
+    return LoadOptions(device=dev, dtype=dtype, vae_dtype=vae_dtype, vae_tiling=vae_tiling, cache=not no_cache)
 
 
 def _check_device(dev: str) -> None:
@@ -224,4 +225,5 @@ BatchOpt = Annotated[int, typer.Option("--batch-size", help="Targets per model c
 GuidanceOpt = Annotated[Optional[float], typer.Option("--guidance", "-g", help="CFG scale of the high-noise expert (and of the low-noise one unless --guidance-low). Default: the family preset.")]
 GuidanceLowOpt = Annotated[Optional[float], typer.Option("--guidance-low", help="CFG scale of the low-noise expert (A14B).")]
 NegativeOpt = Annotated[Optional[str], typer.Option("--negative-prompt", "-n", help="Negative prompt for CFG. Default: the official Wan negative prompt.")]
+NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the embedding / inversion caches ($WANCTL_NO_CACHE=1 does the same).")]
 CfgBatchOpt = Annotated[bool, typer.Option("--cfg-batch/--no-cfg-batch", help="Run the conditional and unconditional CFG branches as one batch-2 forward.")]

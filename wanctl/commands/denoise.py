@@ -19,6 +19,7 @@ from wanctl.commands._common import (
     JsonOpt,
     ModelOpt,
     NegativeOpt,
+    NoCacheOpt,
     SeedOpt,
     ShiftOpt,
     StepsOpt,
@@ -55,6 +56,7 @@ def denoise(
     cfg_batch: CfgBatchOpt = False,
     device: DeviceOpt = None,
     dtype: DtypeOpt = "bf16",
+    no_cache: NoCacheOpt = False,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -98,7 +100,7 @@ def denoise(
         else:
             check_output(t.output, force)
     art = read_artifact(noise, kinds=("noise",)) if noise else None
-    opts = load_options(device, dtype=dtype)
+    opts = load_options(device, dtype=dtype, no_cache=no_cache)
     bundle = open_bundle(model, family=art.family if art else None, recorded=art.meta.get("model") if art else None,
                          notice=notice, options=opts)
     fam = bundle.family

@@ -15,6 +15,7 @@ from wanctl.commands._common import (
     JsonOpt,
     ModelOpt,
     NegativeOpt,
+    NoCacheOpt,
     SeedOpt,
     describe_output,
     emit_json,
@@ -56,6 +57,7 @@ def flf2v(
     decode_to: Annotated[Optional[str], typer.Option("--decode", help="Also decode the result to this video file.")] = None,
     device: DeviceOpt = None,
     dtype: DtypeOpt = "bf16",
+    no_cache: NoCacheOpt = False,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -104,7 +106,7 @@ def flf2v(
     first = load_image(first_frame)
     last = load_image(last_frame)
     art = read_artifact(noise, kinds=("noise",)) if noise else None
-    opts = load_options(device, dtype=dtype)
+    opts = load_options(device, dtype=dtype, no_cache=no_cache)
     bundle = open_bundle(model, family=art.family if art else "i2v-a14b", recorded=art.meta.get("model") if art else None,
                          notice=notice, options=opts)
     fam = bundle.family

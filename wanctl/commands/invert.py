@@ -13,6 +13,7 @@ from wanctl.commands._common import (
     GridOpt,
     JsonOpt,
     ModelOpt,
+    NoCacheOpt,
     ShiftOpt,
     StepsOpt,
     describe_output,
@@ -41,6 +42,7 @@ def invert(
     save_trajectory: Annotated[Optional[str], typer.Option("--save-trajectory", help="Also write every step's latent to this artifact (.zarr recommended).")] = None,
     device: DeviceOpt = None,
     dtype: DtypeOpt = "bf16",
+    no_cache: NoCacheOpt = False,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -49,6 +51,8 @@ def invert(
     Integrates the flow ODE from s = 0 up to the grid's top level with the conditional velocity
     (no CFG) and the source prompt. Deterministic (no seed). The noise records its grid, solver,
     prompt, model fingerprints and source, and `wanctl denoise` uses that grid by default.
+    Results are cached (keyed by the latent's content, the model and every parameter): running
+    the same inversion again returns at once without loading the DiT.
 
     Examples:
 
@@ -58,8 +62,9 @@ def invert(
 
       wanctl invert clip.safetensors -p "..." --strength 0.7 --save-trajectory traj.zarr -o noise.safetensors
     """
-    from wanctl.core.artifact import check_output, read_artifact, write_artifact
-    from wanctl.core.inversion import run_inversion
+    from wanctl.core import cache
+    from wanctl.core.artifact import check_output, now_iso, read_artifact, write_artifact
+    from wanctl.core.inversion import inversion_key, run_inversion
     from wanctl.core.models import open_bundle
     from wanctl.core.schedule import make_schedule
     from wanctl.core.solvers import get_solver
@@ -69,23 +74,36 @@ def invert(
         check_output(save_trajectory, force)
     get_solver(solver, inversion=True)
     art = read_artifact(latent, kinds=("latent",))
-    opts = load_options(device, dtype=dtype)
+    opts = load_options(device, dtype=dtype, no_cache=no_cache)
     bundle = open_bundle(model, family=art.family, recorded=art.meta.get("model"), notice=notice, options=opts)
     pre = bundle.family.preset
     schedule = make_schedule(steps or pre.steps, shift if shift is not None else pre.shift, grid, strength)
     total = schedule.num_steps
-    with progress("inverting", total, "steps") as advance:
-        res = run_inversion(
-            bundle, art, prompt=prompt, schedule=schedule, solver=solver, refine=refine,
-            conditional=not unconditional, save_trajectory=bool(save_trajectory), progress=advance, notice=notice,
-        )
-    write_artifact(output, res.noise, force=force)
-    if save_trajectory and res.trajectory is not None:
-        write_artifact(save_trajectory, res.trajectory, force=force)
-    p = res.noise.meta["params"]
+    use_cache = cache.enabled(no_cache)
+    key = inversion_key(bundle, art, prompt=prompt, schedule=schedule, solver=solver, refine=refine,
+                        conditional=not unconditional) if use_cache else None
+    noise = cache.get("inversions", key, notice) if use_cache and not save_trajectory else None
+    if noise is not None:
+        noise.meta["provenance"]["created"] = now_iso()
+        noise.meta["provenance"]["inputs"][0]["path"] = latent if latent != "-" else "<stdin>"
+        noise.meta["params"]["cache"] = "hit"
+        calls, note = 0, "from the cache"
+    else:
+        with progress("inverting", total, "steps") as advance:
+            res = run_inversion(
+                bundle, art, prompt=prompt, schedule=schedule, solver=solver, refine=refine,
+                conditional=not unconditional, save_trajectory=bool(save_trajectory), progress=advance, notice=notice,
+            )
+        noise, calls, note = res.noise, res.calls, f"{res.calls} model calls"
+        if use_cache:
+            cache.put("inversions", key, noise)
+        if save_trajectory and res.trajectory is not None:
+            write_artifact(save_trajectory, res.trajectory, force=force)
+    write_artifact(output, noise, force=force)
+    p = noise.meta["params"]
     if as_json:
-        emit_json({"output": describe_output(output), "kind": "noise", "noise_level": schedule.s_max,
-                   "steps": total, "solver": solver, "model_calls": res.calls, "conditioning": p["conditioning"]})
+        emit_json({"output": describe_output(output), "kind": "noise", "noise_level": schedule.s_max, "steps": total,
+                   "solver": solver, "model_calls": calls, "conditioning": p["conditioning"], "cached": calls == 0})
     else:
         info(f"wrote {describe_output(output)}: noise at s = {schedule.s_max:.4f} after {total} {solver} steps "
-             f"({res.calls} model calls, {p['conditioning']} conditioning)")
+             f"({note}, {p['conditioning']} conditioning)")

@@ -17,6 +17,7 @@ from wanctl.commands._common import (
     JsonOpt,
     ModelOpt,
     NegativeOpt,
+    NoCacheOpt,
     SeedOpt,
     ShiftOpt,
     StepsOpt,
@@ -72,6 +73,7 @@ def t2v(
     decode_to: Annotated[Optional[str], typer.Option("--decode", help="Also decode the result to this video file (.mp4/.webm/.gif).")] = None,
     device: DeviceOpt = None,
     dtype: DtypeOpt = "bf16",
+    no_cache: NoCacheOpt = False,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -105,7 +107,7 @@ def t2v(
     if decode_to:
         vio.output_kind(decode_to)
         check_output_file(decode_to, force)
-    opts = load_options(device, dtype=dtype)
+    opts = load_options(device, dtype=dtype, no_cache=no_cache)
     bundle = open_bundle(model, notice=notice, options=opts)
     fam = bundle.family
     if fam.name not in ("t2v-a14b", "ti2v-5b"):

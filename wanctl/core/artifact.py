@@ -510,16 +510,28 @@ def first_frame(art: Artifact, index: int = 0):
 def validate(tensors: dict, meta: dict, where: str, check_finite: bool = True) -> None:
     import torch
 
+    for name, t in tensors.items():
+        declared = ((meta.get("tensors") or {}).get(name) or {}).get("shape")
+        if declared is not None and list(declared) != list(t.shape):
+            raise BadInputError(f"{where}: '{name}' shape {tuple(t.shape)} does not match the metadata ({tuple(declared)})")
+    if meta["kind"] == "embedding":
+        emb = tensors.get("embedding")
+        if emb is None or emb.ndim != 2:
+            raise BadInputError(f"{where}: embedding artifact needs a 2-D 'embedding' tensor (tokens, dim)")
+    else:
+        _validate_latents(tensors, meta, where)
+    if check_finite:
+        for name, t in tensors.items():
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                raise BadInputError(f"{where}: tensor {name!r} contains NaN or infinite values")
+
+
+def _validate_latents(tensors: dict, meta: dict, where: str) -> None:
     if "latents" not in tensors:
         raise BadInputError(f"{where}: artifact has no 'latents' tensor")
     lat = tensors["latents"]
     if lat.ndim != 5:
         raise BadInputError(f"{where}: 'latents' must be 5-D (batch, C, T, H, W), got shape {tuple(lat.shape)}")
-    declared = (meta.get("tensors") or {}).get("latents", {}).get("shape")
-    if declared is not None and list(declared) != list(lat.shape):
-        raise BadInputError(
-            f"{where}: 'latents' shape {tuple(lat.shape)} does not match the metadata ({tuple(declared)})"
-        )
     fam = meta.get("family")
     if fam is not None:
         from wanctl.core.families import FAMILIES
@@ -537,10 +549,6 @@ def validate(tensors: dict, meta: dict, where: str, check_finite: bool = True) -
         raise BadInputError(
             f"{where}: {lat.shape[2]} latent frames do not match {frames} pixel frames in the metadata"
         )
-    if check_finite:
-        for name, t in tensors.items():
-            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-                raise BadInputError(f"{where}: tensor {name!r} contains NaN or infinite values")
 
 
 def _read_zarr(p: Path) -> dict:

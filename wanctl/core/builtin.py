@@ -208,21 +208,12 @@ def scheduler_config(flow_shift: float) -> dict:
     }
 
 
-def build(name: str, out: Path) -> None:
-    """Generate a built-in model folder deterministically from SEED."""
+def write_text_components(out: Path) -> None:
+    """tokenizer/ and text_encoder/ (a tiny random umT5 encoder from SEED), shared by built-ins."""
     import torch
-    from diffusers import AutoencoderKLWan, WanTransformer3DModel
     from transformers import UMT5Config, UMT5EncoderModel
 
-    from wanctl.core.families import FAMILIES
-    from wanctl.core.models import quiet_libraries
-
-    quiet_libraries()
-    b = BUILTINS[name]
-    fam = FAMILIES[b.family]
-    out.mkdir(parents=True)
     vocab_size = _build_tokenizer(out / "tokenizer")
-
     torch.manual_seed(SEED)
     te_cfg = UMT5Config(
         vocab_size=vocab_size,
@@ -238,8 +229,32 @@ def build(name: str, out: Path) -> None:
         eos_token_id=1,
         decoder_start_token_id=0,
     )
-    te = UMT5EncoderModel(te_cfg).eval()
-    te.save_pretrained(str(out / "text_encoder"), safe_serialization=True)
+    UMT5EncoderModel(te_cfg).eval().save_pretrained(str(out / "text_encoder"), safe_serialization=True)
+
+
+def write_pipeline_files(out: Path, family: str) -> None:
+    """scheduler/ and model_index.json as the real Wan2.2 diffusers repos have them."""
+    (out / "scheduler").mkdir(exist_ok=True)
+    # As in the real repos: A14B conversions ship flow_shift 3.0 (not the official default),
+    # TI2V-5B ships 5.0. wanctl takes the shift from its presets, never from this file.
+    flow_shift = 5.0 if family == "ti2v-5b" else 3.0
+    (out / "scheduler" / "scheduler_config.json").write_text(json.dumps(scheduler_config(flow_shift), indent=2))
+    (out / "model_index.json").write_text(json.dumps(model_index(family), indent=2))
+
+
+def build(name: str, out: Path) -> None:
+    """Generate a built-in model folder deterministically from SEED."""
+    import torch
+    from diffusers import AutoencoderKLWan, WanTransformer3DModel
+
+    from wanctl.core.families import FAMILIES
+    from wanctl.core.models import quiet_libraries
+
+    quiet_libraries()
+    b = BUILTINS[name]
+    fam = FAMILIES[b.family]
+    out.mkdir(parents=True)
+    write_text_components(out)
 
     torch.manual_seed(SEED + 1)
     vae = AutoencoderKLWan(**_vae_kwargs(fam.vae)).eval()
@@ -252,13 +267,7 @@ def build(name: str, out: Path) -> None:
         torch.manual_seed(SEED + 3)
         dit2 = WanTransformer3DModel(**_dit_kwargs(fam.dit_in_channels, fam.dit_out_channels)).eval()
         dit2.save_pretrained(str(out / "transformer_2"), safe_serialization=True)
-
-    (out / "scheduler").mkdir()
-    # As in the real repos: A14B conversions ship flow_shift 3.0 (not the official default),
-    # TI2V-5B ships 5.0. wanctl takes the shift from its presets, never from this file.
-    flow_shift = 5.0 if fam.name == "ti2v-5b" else 3.0
-    (out / "scheduler" / "scheduler_config.json").write_text(json.dumps(scheduler_config(flow_shift), indent=2))
-    (out / "model_index.json").write_text(json.dumps(model_index(fam.name), indent=2))
+    write_pipeline_files(out, fam.name)
 
 
 def model_index(family: str) -> dict:

@@ -76,6 +76,24 @@ def source_condition(bundle: "ModelBundle", art: Artifact, conditional: bool, no
     ])
 
 
+def inversion_key(bundle: "ModelBundle", latent: Artifact, *, prompt: str, schedule: Schedule, solver: str,
+                  refine: int, conditional: bool) -> str:
+    """Cache key: the source latent's content, the model's fingerprints and every parameter."""
+    from wanctl.core import cache
+
+    tensors = [latent.latents] + ([latent.tensors["first_frame"]] if "first_frame" in latent.tensors else [])
+    return cache.key_of({
+        "source": cache.tensor_digest(*tensors),
+        "model": bundle.record(bundle.experts() + ["text_encoder", "tokenizer", "vae"])["fingerprint"],
+        "dtype": bundle.options.dtype,
+        "prompt": prompt,
+        "schedule": schedule.to_meta(),
+        "solver": solver,
+        "refine": refine,
+        "conditional": conditional,
+    })
+
+
 def run_inversion(
     bundle: "ModelBundle",
     latent: Artifact,

@@ -286,6 +286,7 @@ class LoadOptions:
     vae_dtype: str = "fp32"
     vae_tiling: bool = False
     text_encoder_device: str | None = None
+    cache: bool = True  # read/write the embedding and inversion caches
 
 
 @dataclass

@@ -1,0 +1,459 @@
+"""Train the toy models on synthetic shape clips, on a CPU, in about two hours.
+
+    python -m wanctl.toy.train OUT_DIR              # everything (the committed weights)
+    python -m wanctl.toy.train OUT_DIR --quick      # a few steps of every stage (pipeline check)
+    python -m wanctl.toy.train OUT_DIR --stages vae21,vae22 --scale 0.1
+
+Stages, each resumable from the files it writes in OUT_DIR/work:
+
+1. ``vae21`` / ``vae22``: a small AutoencoderKLWan of each VAE type (Wan2.1: z 16, stride 8;
+   Wan2.2: z 48, 2x2 patchify, stride 16), trained on random 5-frame 32x32 crops of the clips
+   with L1 + a light KL term. Afterwards the per-channel latent mean / std are measured and
+   written into the VAE config (``latents_mean`` / ``latents_std``), so wanctl's normalization
+   makes toy latents unit-variance like the real ones.
+2. ``data``: a fixed set of 17-frame 64x64 clips with captions, encoded by both VAEs (posterior
+   mean, normalized); for i2v also the encoded condition videos [first, 0...] and
+   [first, 0..., last]; captions through the (random, fixed) tiny umT5 encoder.
+3. ``ti2v``: a Wan DiT (48 channels) trained by flow matching, half the time in image mode
+   (latent frame 0 clean with timestep 0 on its tokens, no loss there) and half in text mode.
+4. ``i2v``: a Wan DiT (36 -> 16 channels) trained with the i2v condition: first frame (60%),
+   first + last frame (25%), or the condition dropped to zeros (15%). Because dropped condition
+   channels are exactly zero, a t2v DiT is this network with the patch embedding's first 16
+   input channels: ``i2v(cat[x, 0]) == t2v(x)`` exactly (tested), so ``toy-t2v-a14b`` is derived,
+   not trained. Both A14B experts share the network (the toys are not MoE-trained).
+5. ``assemble``: the three diffusers-layout folders in fp16 with a model card and loss log.
+
+Captions are dropped 10% of the time (half to "", half to the official negative prompt, so the
+default negative prompt acts as the unconditional branch). Timesteps: u ~ U(0, 1) shifted by 3,
+t = int(1000 s) as at inference. Fixed seeds throughout; results vary only by CPU float order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+FRAMES, SIZE = 17, 64
+DIT_CONFIG = dict(
+    patch_size=(1, 2, 2), num_attention_heads=4, attention_head_dim=32, text_dim=32, freq_dim=64, ffn_dim=512,
+    num_layers=4, cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6, image_dim=None,
+    added_kv_proj_dim=None, rope_max_seq_len=64, pos_embed_seq_len=None,
+)
+VAE_CONFIGS = {
+    "wan2.1": dict(base_dim=16, z_dim=16, dim_mult=[1, 2, 2, 2], num_res_blocks=1, attn_scales=[],
+                   temperal_downsample=[False, True, True]),
+    "wan2.2": dict(base_dim=16, decoder_base_dim=16, z_dim=48, in_channels=12, out_channels=12, dim_mult=[1, 2, 2, 2],
+                   num_res_blocks=1, attn_scales=[], temperal_downsample=[False, True, True], is_residual=True,
+                   patch_size=2, scale_factor_spatial=16, scale_factor_temporal=4),
+}
+
+
+@dataclass
+class Budget:
+    """Steps per stage; --scale multiplies them (the full run is scale 1)."""
+
+    vae21: int = 1200
+    vae22: int = 1500
+    clips: int = 2000
+    ti2v: int = 8000
+    i2v: int = 4000
+    batch_vae: int = 8
+    batch_dit: int = 32
+
+    def scaled(self, k: float) -> "Budget":
+        return Budget(*(max(2, int(round(v * k))) if i < 5 else v for i, v in enumerate(self.__dict__.values())))
+
+
+class Log:
+    def __init__(self, path: Path):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, stage: str, step: int, **vals) -> None:
+        rec = {"stage": stage, "step": step, "time": round(time.time(), 1), **{k: round(float(v), 6) for k, v in vals.items()}}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+        print(json.dumps(rec), flush=True)
+
+
+def _clip_batch(rng: random.Random, n: int, frames: int = FRAMES, size: int = SIZE):
+    from wanctl.toy.shapes import random_clip, render
+
+    clips = [random_clip(rng.randrange(1 << 30), size, size, frames, n_shapes=rng.choice([1, 1, 2])) for _ in range(n)]
+    return np.stack([render(c) for c in clips]), [c.caption() for c in clips]
+
+
+def _to_pixels(arr: np.ndarray):
+    import torch
+
+    return torch.from_numpy(arr).permute(0, 4, 1, 2, 3).float() / 255.0 * 2.0 - 1.0  # (B, 3, T, H, W)
+
+
+# --------------------------------------------------------------------------- VAEs
+
+
+def train_vae(kind: str, steps: int, batch: int, work: Path, log: Log, seed: int) -> Path:
+    import torch
+    from diffusers import AutoencoderKLWan
+
+    out = work / f"vae-{kind}"
+    if (out / "config.json").exists():
+        return out
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    vae = AutoencoderKLWan(**VAE_CONFIGS[kind])
+    opt = torch.optim.AdamW(vae.parameters(), lr=2e-3, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps, pct_start=0.05)
+    avg = None
+    for step in range(1, steps + 1):
+        clips, _ = _clip_batch(rng, batch, frames=9)
+        x = _to_pixels(clips)
+        t0 = rng.randrange(0, 5)  # a random 5-frame window and 32x32 crop: convolutions are local
+        i0, j0 = rng.randrange(0, SIZE - 31), rng.randrange(0, SIZE - 31)
+        x = x[:, :, t0 : t0 + 5, i0 : i0 + 32, j0 : j0 + 32]
+        post = vae.encode(x).latent_dist
+        y = vae.decode(post.sample()).sample
+        rec = (y - x).abs().mean()
+        kl = post.kl().mean() / x[0].numel()
+        loss = rec + 1e-4 * kl
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        avg = rec.item() if avg is None else 0.95 * avg + 0.05 * rec.item()
+        if step % 50 == 0 or step == steps:
+            log(f"vae-{kind}", step, l1=avg, kl=kl.item())
+    vae.eval()
+    _set_latent_stats(vae, rng)
+    vae.save_pretrained(str(out), safe_serialization=True)
+    return out
+
+
+def _set_latent_stats(vae, rng: random.Random) -> None:
+    import torch
+
+    with torch.inference_mode():
+        clips, _ = _clip_batch(rng, 32)
+        mu = vae.encode(_to_pixels(clips)).latent_dist.mode()
+    mean = mu.mean(dim=(0, 2, 3, 4))
+    std = mu.std(dim=(0, 2, 3, 4)).clamp(min=1e-3)
+    vae.register_to_config(latents_mean=[round(v, 5) for v in mean.tolist()], latents_std=[round(v, 5) for v in std.tolist()])
+
+
+# --------------------------------------------------------------------------- data
+
+
+def build_data(work: Path, n: int, seed: int, log: Log) -> Path:
+    """Clips -> normalized latents of both VAEs, i2v condition latents, caption embeddings."""
+    import torch
+    from diffusers import AutoencoderKLWan
+
+    from wanctl.core.codec import normalize
+    from wanctl.core.families import DEFAULT_NEGATIVE_PROMPT
+
+    out = work / "data.pt"
+    if out.exists():
+        return out
+    rng = random.Random(seed)
+    vaes = {k: AutoencoderKLWan.from_pretrained(str(work / f"vae-{k}")).eval() for k in VAE_CONFIGS}
+    lat = {k: [] for k in VAE_CONFIGS}
+    cond_first, cond_both, captions = [], [], []
+    with torch.inference_mode():
+        for start in range(0, n, 16):
+            clips, caps = _clip_batch(rng, min(16, n - start))
+            x = _to_pixels(clips)
+            for k, vae in vaes.items():
+                lat[k].append(normalize(vae.encode(x).latent_dist.mode(), vae).half())
+            # the i2v condition videos [first, 0..., (last)] (0 is mid-gray), as conditioning.py builds them
+            v21 = vaes["wan2.1"]
+            video = torch.zeros_like(x)
+            video[:, :, 0] = x[:, :, 0]
+            cond_first.append(normalize(v21.encode(video).latent_dist.mode(), v21).half())
+            video[:, :, -1] = x[:, :, -1]
+            cond_both.append(normalize(v21.encode(video).latent_dist.mode(), v21).half())
+            captions += caps
+            if (start // 16) % 20 == 0:
+                log("data", start + len(caps), clips=start + len(caps))
+    emb = _caption_embeddings(work, sorted(set(captions)) + ["", DEFAULT_NEGATIVE_PROMPT])
+    data = {
+        "wan2.1": torch.cat(lat["wan2.1"]), "wan2.2": torch.cat(lat["wan2.2"]),
+        "cond_first": torch.cat(cond_first), "cond_both": torch.cat(cond_both),
+        "captions": captions, "embeddings": emb,
+    }
+    torch.save(data, out)
+    return out
+
+
+def _caption_embeddings(work: Path, prompts: list[str]) -> dict:
+    """Embeddings of every caption with the built-in tiny umT5 (frozen, random, fixed seed)."""
+    from wanctl.core.builtin import write_text_components
+    from wanctl.core.models import LoadOptions, ModelBundle, ModelSpec
+    from wanctl.core.families import FAMILIES
+    from wanctl.core.text import encode_prompts
+
+    text_dir = work / "text"
+    if not (text_dir / "text_encoder").exists():
+        text_dir.mkdir(parents=True, exist_ok=True)
+        write_text_components(text_dir)
+    spec = ModelSpec(path=text_dir, name="toy-text", family=FAMILIES["t2v-a14b"], model_index={}, configs={})
+    bundle = ModelBundle(spec, LoadOptions(device="cpu", dtype="fp32", cache=False))
+    out = {}
+    for i in range(0, len(prompts), 64):
+        out.update({p: e.half() for p, e in encode_prompts(bundle, prompts[i : i + 64]).items()})
+    return out
+
+
+# --------------------------------------------------------------------------- DiTs
+
+
+def _timesteps(rng: torch.Generator, b: int):
+    import torch
+
+    u = torch.rand(b, generator=rng)
+    s = 3.0 * u / (1.0 + 2.0 * u)
+    t = (s * 1000).long().clamp(max=999)
+    return t.float() / 1000.0, t  # the level the noise is mixed at equals the model's timestep
+
+
+def _text_batch(data, idx, rng: random.Random):
+    import torch
+
+    from wanctl.core.families import DEFAULT_NEGATIVE_PROMPT
+
+    embs = []
+    for i in idx:
+        cap = data["captions"][i]
+        r = rng.random()
+        if r < 0.05:
+            cap = ""
+        elif r < 0.10:
+            cap = DEFAULT_NEGATIVE_PROMPT
+        embs.append(data["embeddings"][cap])
+    return torch.cat(embs).float()
+
+
+def train_dit(family: str, steps: int, batch: int, work: Path, log: Log, seed: int) -> Path:
+    import torch
+    from diffusers import WanTransformer3DModel
+
+    out = work / f"dit-{family}"
+    if (out / "config.json").exists():
+        return out
+    data = torch.load(work / "data.pt")
+    ti2v = family == "ti2v"
+    lat = data["wan2.2" if ti2v else "wan2.1"].float()
+    n = lat.shape[0]
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    rng = random.Random(seed)
+    cfg = dict(DIT_CONFIG, in_channels=48 if ti2v else 36, out_channels=48 if ti2v else 16)
+    dit = WanTransformer3DModel(**cfg)
+    opt = torch.optim.AdamW(dit.parameters(), lr=1e-3, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=steps, pct_start=0.05)
+    avg = None
+    _, _, T, h, w = lat.shape
+    per_frame = (h // 2) * (w // 2)
+    for step in range(1, steps + 1):
+        idx = torch.randint(0, n, (batch,), generator=gen).tolist()
+        x0 = lat[idx]
+        eps = torch.randn(x0.shape, generator=gen)
+        s, t = _timesteps(gen, batch)
+        sv = s.view(-1, 1, 1, 1, 1)
+        xs = (1 - sv) * x0 + sv * eps
+        target = eps - x0
+        text = _text_batch(data, idx, rng)
+        weight = torch.ones(batch, 1, T, 1, 1)
+        if ti2v:
+            image = torch.rand(batch, generator=gen) < 0.5
+            xs[image, :, 0] = x0[image, :, 0]  # pinned clean first frame
+            ts = t.view(-1, 1).repeat(1, T * per_frame)
+            ts[image, :per_frame] = 0
+            weight[image, :, 0] = 0.0
+            inp = xs
+        else:
+            r = torch.rand(batch, generator=gen)
+            cond = torch.zeros(batch, 20, T, h, w)
+            first = r < 0.60
+            both = (r >= 0.60) & (r < 0.85)
+            for mask_idx, key, last in ((first, "cond_first", False), (both, "cond_both", True)):
+                if mask_idx.any():
+                    from wanctl.core.conditioning import i2v_mask
+
+                    m = i2v_mask(FRAMES, T, h, w, True, last, batch=int(mask_idx.sum()))
+                    cond[mask_idx] = torch.cat([m, data[key][torch.tensor(idx)[mask_idx]].float()], dim=1)
+            inp = torch.cat([xs, cond], dim=1)
+            ts = t
+        pred = dit(hidden_states=inp, timestep=ts, encoder_hidden_states=text, return_dict=False)[0]
+        loss = (((pred - target) ** 2) * weight).sum() / (weight.sum() * pred.shape[1] * h * w)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(dit.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        avg = loss.item() if avg is None else 0.98 * avg + 0.02 * loss.item()
+        if step % 100 == 0 or step == steps:
+            log(f"dit-{family}", step, loss=avg)
+    dit.eval().save_pretrained(str(out), safe_serialization=True)
+    return out
+
+
+def t2v_from_i2v(i2v):
+    """The t2v DiT inside an i2v DiT trained with condition dropout: the same weights with only
+    the first 16 input channels of the patch embedding. Exact: the dropped condition is zeros."""
+    import torch
+    from diffusers import WanTransformer3DModel
+
+    cfg = dict(i2v.config)
+    cfg = {k: v for k, v in cfg.items() if not k.startswith("_")}
+    cfg["in_channels"] = 16
+    t2v = WanTransformer3DModel(**cfg)
+    sd = dict(i2v.state_dict())
+    sd["patch_embedding.weight"] = sd["patch_embedding.weight"][:, :16].clone()
+    t2v.load_state_dict(sd)
+    return t2v.eval().to(torch.float32)
+
+
+# --------------------------------------------------------------------------- assembly
+
+MODEL_CARD = """# {name}: a toy {family} model trained by wanctl
+
+A small model with the real diffusers architecture of Wan2.2 {family_title}, trained from scratch
+on a CPU by `python -m wanctl.toy.train` ({minutes:.0f} minutes for all three toy models), for
+demos, tests and algorithm measurements. It is not a video model of the world: it knows only
+synthetic 17-frame 64x64 clips of one or two coloured shapes (circle, square, triangle; 8 colours)
+moving left, right, up or down over plain or gradient backgrounds, with captions like
+"a red circle moving right on a black background".
+
+| component | what | parameters |
+|---|---|---|
+| vae | AutoencoderKLWan, {vae} type, trained on 5-frame 32x32 crops, L1 + 1e-4 KL | {vae_params:,} |
+| transformer{experts} | WanTransformer3DModel, dim 128 (4 heads x 32), 4 layers, ffn 512 | {dit_params:,} |
+| text_encoder | umT5 encoder, d_model 32, random and frozen (seed {seed}) | {te_params:,} |
+
+Training: flow matching (x_s = (1-s) x0 + s eps, target eps - x0), s = shift-3 of U(0, 1),
+t = int(1000 s), AdamW with one-cycle LR, batch {batch}, {dit_steps} steps, fixed seeds.
+{conditioning}
+Captions were dropped 10% of the time (to "" or to the official negative prompt).
+
+Final losses (exponential moving average; the full log is `train_log.jsonl`):
+{losses}
+
+Weights are stored in fp16. Use at 64x64 (or other multiples of {mult}), 17 frames, 16 fps.
+"""
+
+
+def assemble(work: Path, dest: Path, log_path: Path, budget: Budget, seed: int, started: float) -> list[Path]:
+    import torch
+    from diffusers import AutoencoderKLWan, WanTransformer3DModel
+
+    from wanctl.core.builtin import write_pipeline_files
+
+    losses = _final_losses(log_path)
+    minutes = (time.time() - started) / 60
+    vaes = {k: AutoencoderKLWan.from_pretrained(str(work / f"vae-{k}")) for k in VAE_CONFIGS}
+    ti2v = WanTransformer3DModel.from_pretrained(str(work / "dit-ti2v"))
+    i2v = WanTransformer3DModel.from_pretrained(str(work / "dit-i2v"))
+    t2v = t2v_from_i2v(i2v)
+    te_params = sum(p.numel() for p in __import__("transformers").UMT5EncoderModel.from_pretrained(str(work / "text" / "text_encoder")).parameters())
+    made = []
+    for name, family, vae_kind, dit in (("toy-ti2v-5b", "ti2v-5b", "wan2.2", ti2v), ("toy-t2v-a14b", "t2v-a14b", "wan2.1", t2v),
+                                        ("toy-i2v-a14b", "i2v-a14b", "wan2.1", i2v)):
+        out = dest / name
+        if out.exists():
+            shutil.rmtree(out)
+        out.mkdir(parents=True)
+        shutil.copytree(work / "text" / "tokenizer", out / "tokenizer")
+        shutil.copytree(work / "text" / "text_encoder", out / "text_encoder")
+        vaes[vae_kind].to(torch.float16).save_pretrained(str(out / "vae"), safe_serialization=True)
+        experts = ["transformer"] + (["transformer_2"] if family != "ti2v-5b" else [])
+        for e in experts:
+            dit.to(torch.float16).save_pretrained(str(out / e), safe_serialization=True)
+        write_pipeline_files(out, family)
+        shutil.copy(log_path, out / "train_log.jsonl")
+        stage = "dit-ti2v" if family == "ti2v-5b" else "dit-i2v"
+        cond = {
+            "ti2v-5b": "Half the samples in image mode (latent frame 0 clean, timestep 0 on its tokens, no loss there), half text-only.",
+            "i2v-a14b": "i2v condition: first frame 60%, first + last frame 25%, dropped to zeros 15%. Both experts share the network.",
+            "t2v-a14b": "Derived exactly from toy-i2v-a14b (trained with condition dropout to zeros): the patch embedding's first 16 input channels. Both experts share the network.",
+        }[family]
+        card = MODEL_CARD.format(
+            name=name, family=family, family_title=family.upper(), minutes=minutes, vae=vae_kind,
+            vae_params=sum(p.numel() for p in vaes[vae_kind].parameters()),
+            dit_params=sum(p.numel() for p in dit.parameters()), experts=" / transformer_2" if len(experts) == 2 else "",
+            te_params=te_params, seed=seed, batch=budget.batch_dit,
+            dit_steps=budget.ti2v if family == "ti2v-5b" else budget.i2v, conditioning=cond,
+            losses="\n".join(f"- {k}: {v:.4f}" for k, v in losses.items() if k.startswith(("vae-" + vae_kind, stage))),
+            mult=32 if family == "ti2v-5b" else 16,
+        )
+        (out / "MODEL_CARD.md").write_text(card)
+        made.append(out)
+    return made
+
+
+def _final_losses(log_path: Path) -> dict:
+    last: dict = {}
+    for line in log_path.read_text().splitlines():
+        rec = json.loads(line)
+        key = "l1" if "l1" in rec else "loss" if "loss" in rec else None
+        if key:
+            last[f"{rec['stage']} {key}"] = rec[key]
+    return last
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="Train the wanctl toy models (see the module docstring).")
+    ap.add_argument("out", help="folder for the finished models (the three toy-* folders)")
+    ap.add_argument("--work", help="folder for intermediate results (default OUT/work)")
+    ap.add_argument("--quick", action="store_true", help="a few steps of every stage: checks the pipeline in minutes")
+    ap.add_argument("--scale", type=float, default=1.0, help="multiply every stage's steps")
+    ap.add_argument("--stages", default="vae21,vae22,data,ti2v,i2v,assemble")
+    ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
+    a = ap.parse_args(argv)
+    import torch
+
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    from wanctl.core.models import quiet_libraries
+
+    quiet_libraries()
+    budget = Budget().scaled(0.004 if a.quick else a.scale)
+    if a.quick:
+        budget.clips = 32
+    out = Path(a.out)
+    work = Path(a.work) if a.work else out / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    log = Log(work / "train_log.jsonl")
+    stages = a.stages.split(",")
+    started = time.time()
+    if (work / "started").exists():
+        started = float((work / "started").read_text())
+    else:
+        (work / "started").write_text(str(started))
+    if "vae21" in stages:
+        train_vae("wan2.1", budget.vae21, budget.batch_vae, work, log, a.seed)
+    if "vae22" in stages:
+        train_vae("wan2.2", budget.vae22, budget.batch_vae, work, log, a.seed + 1)
+    if "data" in stages:
+        build_data(work, budget.clips, a.seed + 2, log)
+    if "ti2v" in stages:
+        train_dit("ti2v", budget.ti2v, budget.batch_dit, work, log, a.seed + 3)
+    if "i2v" in stages:
+        train_dit("i2v", budget.i2v, budget.batch_dit, work, log, a.seed + 4)
+    if "assemble" in stages:
+        for p in assemble(work, out, work / "train_log.jsonl", budget, a.seed, started):
+            print(f"wrote {p}")
+
+
+if __name__ == "__main__":
+    main()
