@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from wanctl import __version__
-from wanctl.commands import cache, decode, denoise, encode, flf2v, info, invert, model, t2v
+from wanctl.commands import cache, decode, denoise, encode, export, flf2v, info, invert, model, preview, t2v
 
 app = typer.Typer(
     name="wanctl",
@@ -42,6 +42,8 @@ app.command("t2v")(t2v.t2v)
 app.command("flf2v")(flf2v.flf2v)
 app.command("decode")(decode.decode)
 app.command("info")(info.info)
+app.command("preview")(preview.preview)
+app.command("export")(export.export)
 app.add_typer(model.app, name="model")
 app.add_typer(cache.app, name="cache")
 

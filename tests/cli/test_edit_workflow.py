@@ -189,4 +189,4 @@ def test_out_of_memory_exit_code(tmp_path, edit, assets, monkeypatch):
     monkeypatch.setattr(gen, "run_denoise", boom)
     r = invoke("denoise", str(edit / "noise.safetensors"), "-p", "x", "-o", str(tmp_path / "o.safetensors"))
     assert_one_line_error(r, 5, "out of memory")
-    assert "--vae-tiling" in r.stderr and not (tmp_path / "o.safetensors").exists()
+    assert "--offload" in r.stderr and not (tmp_path / "o.safetensors").exists()

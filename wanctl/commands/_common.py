@@ -172,15 +172,21 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object per
 
 
 def load_options(device: str | None, dtype: str = "bf16", vae_dtype: str = "fp32", vae_tiling: bool = False,
-                 no_cache: bool = False):
+                 no_cache: bool = False, offload: str = "none", text_encoder_device: str | None = None):
     from wanctl.core.env import default_device
-    from wanctl.core.models import LoadOptions, parse_dtype
+    from wanctl.core.errors import BadInputError
+    from wanctl.core.models import OFFLOAD_MODES, LoadOptions, parse_dtype
 
     parse_dtype(dtype)
     parse_dtype(vae_dtype)
+    if offload not in OFFLOAD_MODES:
+        raise BadInputError(f"unknown --offload {offload!r}; use one of {', '.join(OFFLOAD_MODES)}")
     dev = device or default_device()
     _check_device(dev)
-    return LoadOptions(device=dev, dtype=dtype, vae_dtype=vae_dtype, vae_tiling=vae_tiling, cache=not no_cache)
+    if text_encoder_device:
+        _check_device(text_encoder_device)
+    return LoadOptions(device=dev, dtype=dtype, vae_dtype=vae_dtype, vae_tiling=vae_tiling, cache=not no_cache,
+                       offload=offload, text_encoder_device=text_encoder_device)
 
 
 def _check_device(dev: str) -> None:
@@ -225,5 +231,7 @@ BatchOpt = Annotated[int, typer.Option("--batch-size", help="Targets per model c
 GuidanceOpt = Annotated[Optional[float], typer.Option("--guidance", "-g", help="CFG scale of the high-noise expert (and of the low-noise one unless --guidance-low). Default: the family preset.")]
 GuidanceLowOpt = Annotated[Optional[float], typer.Option("--guidance-low", help="CFG scale of the low-noise expert (A14B).")]
 NegativeOpt = Annotated[Optional[str], typer.Option("--negative-prompt", "-n", help="Negative prompt for CFG. Default: the official Wan negative prompt.")]
+OffloadOpt = Annotated[str, typer.Option("--offload", help="none; model (one big component on the device at a time: A14B holds one expert); group (DiT blocks moved to the device on demand: least memory, slowest).")]
+TextEncoderDeviceOpt = Annotated[Optional[str], typer.Option("--text-encoder-device", help="Run the umT5 text encoder here (e.g. cpu) instead of --device.")]
 NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the embedding / inversion caches ($WANCTL_NO_CACHE=1 does the same).")]
 CfgBatchOpt = Annotated[bool, typer.Option("--cfg-batch/--no-cfg-batch", help="Run the conditional and unconditional CFG branches as one batch-2 forward.")]

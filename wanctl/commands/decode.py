@@ -58,14 +58,17 @@ def decode(
       wanctl encode clip.mp4 -o - | wanctl decode - -o roundtrip.mp4
     """
     from wanctl.core import video as vio
-    from wanctl.core.artifact import check_family, check_output_file, read_artifact
+    from wanctl.core.artifact import check_family, check_output_file, read_input
     from wanctl.core.encoding import decode as run_decode
     from wanctl.core.errors import BadInputError
     from wanctl.core.models import open_bundle
 
     vio.output_kind(output)
     check_output_file(output.rstrip("/"), force)
-    art = read_artifact(latent, kinds=("latent", "noise"))
+    from wanctl.core import comfy
+
+    art = read_input(latent, kinds=("latent", "noise"))
+    comfy.check_model_given(art, model)
     batch = art.latents.shape[0]
     if index is not None and not 0 <= index < batch:
         raise BadInputError(f"--index {index} out of range: the artifact holds {batch} video(s)")
@@ -74,6 +77,7 @@ def decode(
         check_output_file(o, force)
     opts = load_options(device, vae_dtype=vae_dtype, vae_tiling=vae_tiling)
     bundle = open_bundle(model, family=art.family, recorded=art.meta.get("model"), notice=notice, options=opts)
+    art = comfy.to_normalized(art, bundle.spec)
     check_family(art, bundle.family.name, where=latent)
     if art.meta.get("noise_level", 0) > 0:
         warn(f"decoding a noisy latent (noise level s = {art.meta['noise_level']:g}); expect noise in the video")

@@ -20,6 +20,9 @@ from wanctl.commands._common import (
     ModelOpt,
     NegativeOpt,
     NoCacheOpt,
+    OffloadOpt,
+    TextEncoderDeviceOpt,
+    VaeTilingOpt,
     SeedOpt,
     ShiftOpt,
     StepsOpt,
@@ -57,6 +60,9 @@ def denoise(
     device: DeviceOpt = None,
     dtype: DtypeOpt = "bf16",
     no_cache: NoCacheOpt = False,
+    offload: OffloadOpt = "none",
+    text_encoder_device: TextEncoderDeviceOpt = None,
+    vae_tiling: VaeTilingOpt = False,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -100,7 +106,8 @@ def denoise(
         else:
             check_output(t.output, force)
     art = read_artifact(noise, kinds=("noise",)) if noise else None
-    opts = load_options(device, dtype=dtype, no_cache=no_cache)
+    opts = load_options(device, dtype=dtype, no_cache=no_cache, offload=offload,
+                        text_encoder_device=text_encoder_device, vae_tiling=vae_tiling)
     bundle = open_bundle(model, family=art.family if art else None, recorded=art.meta.get("model") if art else None,
                          notice=notice, options=opts)
     fam = bundle.family

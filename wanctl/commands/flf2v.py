@@ -16,6 +16,9 @@ from wanctl.commands._common import (
     ModelOpt,
     NegativeOpt,
     NoCacheOpt,
+    OffloadOpt,
+    TextEncoderDeviceOpt,
+    VaeTilingOpt,
     SeedOpt,
     describe_output,
     emit_json,
@@ -58,6 +61,9 @@ def flf2v(
     device: DeviceOpt = None,
     dtype: DtypeOpt = "bf16",
     no_cache: NoCacheOpt = False,
+    offload: OffloadOpt = "none",
+    text_encoder_device: TextEncoderDeviceOpt = None,
+    vae_tiling: VaeTilingOpt = False,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -106,7 +112,8 @@ def flf2v(
     first = load_image(first_frame)
     last = load_image(last_frame)
     art = read_artifact(noise, kinds=("noise",)) if noise else None
-    opts = load_options(device, dtype=dtype, no_cache=no_cache)
+    opts = load_options(device, dtype=dtype, no_cache=no_cache, offload=offload,
+                        text_encoder_device=text_encoder_device, vae_tiling=vae_tiling)
     bundle = open_bundle(model, family=art.family if art else "i2v-a14b", recorded=art.meta.get("model") if art else None,
                          notice=notice, options=opts)
     fam = bundle.family

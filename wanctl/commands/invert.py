@@ -14,6 +14,9 @@ from wanctl.commands._common import (
     JsonOpt,
     ModelOpt,
     NoCacheOpt,
+    OffloadOpt,
+    TextEncoderDeviceOpt,
+    VaeTilingOpt,
     ShiftOpt,
     StepsOpt,
     describe_output,
@@ -43,6 +46,9 @@ def invert(
     device: DeviceOpt = None,
     dtype: DtypeOpt = "bf16",
     no_cache: NoCacheOpt = False,
+    offload: OffloadOpt = "none",
+    text_encoder_device: TextEncoderDeviceOpt = None,
+    vae_tiling: VaeTilingOpt = False,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -63,7 +69,7 @@ def invert(
       wanctl invert clip.safetensors -p "..." --strength 0.7 --save-trajectory traj.zarr -o noise.safetensors
     """
     from wanctl.core import cache
-    from wanctl.core.artifact import check_output, now_iso, read_artifact, write_artifact
+    from wanctl.core.artifact import check_output, now_iso, read_input, write_artifact
     from wanctl.core.inversion import inversion_key, run_inversion
     from wanctl.core.models import open_bundle
     from wanctl.core.schedule import make_schedule
@@ -73,9 +79,14 @@ def invert(
     if save_trajectory:
         check_output(save_trajectory, force)
     get_solver(solver, inversion=True)
-    art = read_artifact(latent, kinds=("latent",))
-    opts = load_options(device, dtype=dtype, no_cache=no_cache)
+    from wanctl.core import comfy
+
+    art = read_input(latent, kinds=("latent",))
+    comfy.check_model_given(art, model)
+    opts = load_options(device, dtype=dtype, no_cache=no_cache, offload=offload,
+                        text_encoder_device=text_encoder_device, vae_tiling=vae_tiling)
     bundle = open_bundle(model, family=art.family, recorded=art.meta.get("model"), notice=notice, options=opts)
+    art = comfy.to_normalized(art, bundle.spec)
     pre = bundle.family.preset
     schedule = make_schedule(steps or pre.steps, shift if shift is not None else pre.shift, grid, strength)
     total = schedule.num_steps

@@ -18,6 +18,9 @@ from wanctl.commands._common import (
     ModelOpt,
     NegativeOpt,
     NoCacheOpt,
+    OffloadOpt,
+    TextEncoderDeviceOpt,
+    VaeTilingOpt,
     SeedOpt,
     ShiftOpt,
     StepsOpt,
@@ -74,6 +77,9 @@ def t2v(
     device: DeviceOpt = None,
     dtype: DtypeOpt = "bf16",
     no_cache: NoCacheOpt = False,
+    offload: OffloadOpt = "none",
+    text_encoder_device: TextEncoderDeviceOpt = None,
+    vae_tiling: VaeTilingOpt = False,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -107,7 +113,8 @@ def t2v(
     if decode_to:
         vio.output_kind(decode_to)
         check_output_file(decode_to, force)
-    opts = load_options(device, dtype=dtype, no_cache=no_cache)
+    opts = load_options(device, dtype=dtype, no_cache=no_cache, offload=offload,
+                        text_encoder_device=text_encoder_device, vae_tiling=vae_tiling)
     bundle = open_bundle(model, notice=notice, options=opts)
     fam = bundle.family
     if fam.name not in ("t2v-a14b", "ti2v-5b"):

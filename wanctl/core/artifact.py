@@ -630,3 +630,16 @@ def check_family(artifact: Artifact | Header, family: str, where: str | None = N
         raise BadInputError(
             f"{where or artifact.path}: artifact is for family {fam}, but the model is {family}; use a {fam} model"
         )
+
+
+def read_input(path: str, *, kinds: Iterable[str] | None = None) -> Artifact:
+    """Read any accepted latent input: a wanctl artifact, or a ComfyUI ``.latent`` file (raw
+    space until :func:`wanctl.core.comfy.to_normalized` is applied with the model in use)."""
+    from wanctl.core import comfy
+
+    if comfy.is_comfy(path):
+        art = comfy.read_comfy(path)
+        if kinds is not None and art.meta["kind"] not in tuple(kinds):
+            raise BadInputError(f"{path}: expected a {' or '.join(kinds)} artifact, got a {art.meta['kind']} artifact")
+        return art
+    return read_artifact(path, kinds=kinds)

@@ -38,4 +38,4 @@ class OutOfMemoryError(WanctlError):
     exit_code = EXIT_OOM
 
 
-OOM_HINT = "try --vae-tiling, --batch-size 1, --dtype bf16, a smaller --size or fewer frames"
+OOM_HINT = "try --offload model (or group), --vae-tiling, --text-encoder-device cpu, --batch-size 1, a smaller --size"

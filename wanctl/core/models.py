@@ -287,6 +287,11 @@ class LoadOptions:
     vae_tiling: bool = False
     text_encoder_device: str | None = None
     cache: bool = True  # read/write the embedding and inversion caches
+    offload: str = "none"  # none | model (one big component on the device at a time) | group (DiT blocks on demand)
+
+
+OFFLOAD_MODES = ("none", "model", "group")
+HEAVY = ("transformer", "transformer_2", "text_encoder", "vae")
 
 
 @dataclass
@@ -333,13 +338,58 @@ class ModelBundle:
             _hub_offline()
             trace.event("load", component=component, model=self.spec.name)
             try:
-                self._loaded[component] = loader()
+                module = loader()
             except (ModelError, BadInputError):
                 raise
             except Exception as e:
                 first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                 raise ModelError(f"{self.spec.path / component}: cannot load {component}: {first}") from None
-        return self._loaded[component]
+            self._loaded[component] = self._place(component, module) if component in HEAVY else module
+        module = self._loaded[component]
+        if self.options.offload == "model" and component in HEAVY:
+            self._activate(component)
+        return module
+
+    def compute_device(self, component: str) -> str:
+        """The device a component computes on (inputs go there), whatever the offload mode."""
+        return self._home(component)
+
+    def _home(self, component: str) -> str:
+        if component == "text_encoder" and self.options.text_encoder_device:
+            return self.options.text_encoder_device
+        return self.options.device
+
+    def _place(self, component: str, module):
+        """Where a freshly loaded component lives, per --offload."""
+        mode = self.options.offload
+        if mode not in OFFLOAD_MODES:
+            raise BadInputError(f"unknown offload mode {mode!r}; use one of {', '.join(OFFLOAD_MODES)}")
+        if mode == "group" and component in ("transformer", "transformer_2", "text_encoder"):
+            from diffusers.hooks import apply_group_offloading
+
+            # weights stay on the CPU; each block comes to the device for its forward only
+            module = module.to("cpu")
+            apply_group_offloading(module, onload_device=self._home(component), offload_device="cpu",
+                                   offload_type="block_level", num_blocks_per_group=1)
+            return module
+        if mode == "model":
+            return module.to("cpu")
+        return module.to(self._home(component))
+
+    def _activate(self, component: str) -> None:
+        """--offload model: bring ``component`` to its device and send the other big ones home to
+        the CPU, so an A14B run holds one expert on the device at a time."""
+        for name, mod in self._loaded.items():
+            if name in HEAVY and name != component and _device_of(mod) != "cpu":
+                mod.to("cpu")
+                trace.event("offload", component=name)
+        import torch
+
+        mod = self._loaded[component]
+        target = self._home(component)
+        if _device_of(mod) != str(torch.device(target)):
+            mod.to(target)
+            trace.event("onload", component=component)
 
     def vae(self):
         def load():
@@ -349,7 +399,7 @@ class ModelBundle:
             vae = AutoencoderKLWan.from_pretrained(
                 str(self.spec.path / "vae"), torch_dtype=parse_dtype(self.options.vae_dtype)
             )
-            vae = vae.to(self.device).eval().requires_grad_(False)
+            vae = vae.eval().requires_grad_(False)
             if self.options.vae_tiling:
                 vae.enable_tiling()
             return vae
@@ -373,8 +423,7 @@ class ModelBundle:
 
             weight_files(self.spec.path / "text_encoder", "text_encoder")
             te = UMT5EncoderModel.from_pretrained(str(self.spec.path / "text_encoder"), dtype=self.dtype)
-            dev = self.options.text_encoder_device or self.options.device
-            return te.to(dev).eval().requires_grad_(False)
+            return te.eval().requires_grad_(False)
 
         return self._load("text_encoder", load)
 
@@ -387,12 +436,17 @@ class ModelBundle:
 
             weight_files(self.spec.path / which, which)
             m = WanTransformer3DModel.from_pretrained(str(self.spec.path / which), torch_dtype=self.dtype)
-            return m.to(self.device).eval().requires_grad_(False)
+            return m.eval().requires_grad_(False)
 
         return self._load(which, load)
 
     def experts(self) -> list[str]:
         return ["transformer", "transformer_2"] if self.family.experts == 2 else ["transformer"]
+
+
+def _device_of(module) -> str:
+    p = next(iter(module.parameters()), None)
+    return str(p.device) if p is not None else "cpu"
 
 
 def _hub_offline() -> None:

@@ -82,7 +82,7 @@ def _encode(bundle: "ModelBundle", prompts: list[str], max_length: int) -> dict[
     batch = tok(cleaned, padding="max_length", max_length=max_length, truncation=True,
                 add_special_tokens=True, return_attention_mask=True, return_tensors="pt")
     ids, mask = batch.input_ids, batch.attention_mask
-    dev = next(enc.parameters()).device
+    dev = bundle.compute_device("text_encoder")
     trace.event("text_encode", prompts=len(prompts))
     with torch.inference_mode():
         hidden = enc(ids.to(dev), mask.to(dev)).last_hidden_state.float().cpu()
