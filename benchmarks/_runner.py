@@ -60,3 +60,43 @@ def setup_env() -> None:
 
 def headline(name: str, value: float, fmt: str = "{:.3f}") -> None:
     print(f"{name}: {fmt.format(value)}")
+
+
+def run_command(args: list[str], env: dict | None = None) -> float:
+    """Wall seconds of one subprocess run (must succeed)."""
+    import subprocess
+
+    t0 = time.perf_counter()
+    proc = subprocess.run(args, capture_output=True, env=env)
+    dt = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed: {proc.stderr.decode()[-500:]}")
+    return dt
+
+
+def peak_rss_mb(args: list[str], env: dict | None = None) -> float:
+    """Peak resident memory (MB) of one subprocess run, from the kernel's rusage of that child."""
+    import subprocess
+
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    _, status, usage = os.wait4(proc.pid, 0)
+    err = proc.stderr.read().decode() if proc.stderr else ""
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed: {err[-500:]}")
+    return usage.ru_maxrss / 1024.0  # Linux reports KB
+
+
+def machine() -> str:
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"

@@ -19,12 +19,17 @@ from wanctl.commands._common import (
     JsonOpt,
     ModelOpt,
     NegativeOpt,
+    AttentionOpt,
+    CacheIntervalOpt,
+    CacheThresholdOpt,
+    CompileOpt,
     NoCacheOpt,
     OffloadOpt,
     TextEncoderDeviceOpt,
     VaeTilingOpt,
     SeedOpt,
     ShiftOpt,
+    StepCacheOpt,
     StepsOpt,
     emit_json,
     handle_errors,
@@ -59,6 +64,11 @@ def denoise(
     cfg_batch: CfgBatchOpt = False,
     device: DeviceOpt = None,
     dtype: DtypeOpt = "bf16",
+    cache: StepCacheOpt = "none",
+    cache_threshold: CacheThresholdOpt = None,
+    cache_interval: CacheIntervalOpt = None,
+    attention: AttentionOpt = None,
+    compile: CompileOpt = False,
     no_cache: NoCacheOpt = False,
     offload: OffloadOpt = "none",
     text_encoder_device: TextEncoderDeviceOpt = None,
@@ -159,8 +169,12 @@ def denoise(
         elif t.output != "-":
             info(f"wrote {t.output}")
 
+    from wanctl.core.acceleration import accelerated
+
     todo = sum(1 for t in targets if not t.error)
-    with progress("denoising", todo * src.schedule.num_steps, "target-steps") as advance:
+    with accelerated(bundle, src.schedule, solver, cache=cache, threshold=cache_threshold, interval=cache_interval,
+                     attention=attention, compile=compile, notice=notice), \
+            progress("denoising", todo * src.schedule.num_steps, "target-steps") as advance:
         gen.run_denoise(bundle, src, targets, solver=solver, guidance=g, negative_prompt=negative_prompt,
                         batch_size=batch_size, cfg_batch=cfg_batch, on_result=write, progress=advance, notice=notice)
     failed = [t for t in targets if t.error]

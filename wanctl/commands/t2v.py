@@ -17,12 +17,17 @@ from wanctl.commands._common import (
     JsonOpt,
     ModelOpt,
     NegativeOpt,
+    AttentionOpt,
+    CacheIntervalOpt,
+    CacheThresholdOpt,
+    CompileOpt,
     NoCacheOpt,
     OffloadOpt,
     TextEncoderDeviceOpt,
     VaeTilingOpt,
     SeedOpt,
     ShiftOpt,
+    StepCacheOpt,
     StepsOpt,
     describe_output,
     emit_json,
@@ -76,6 +81,11 @@ def t2v(
     decode_to: Annotated[Optional[str], typer.Option("--decode", help="Also decode the result to this video file (.mp4/.webm/.gif).")] = None,
     device: DeviceOpt = None,
     dtype: DtypeOpt = "bf16",
+    cache: StepCacheOpt = "none",
+    cache_threshold: CacheThresholdOpt = None,
+    cache_interval: CacheIntervalOpt = None,
+    attention: AttentionOpt = None,
+    compile: CompileOpt = False,
     no_cache: NoCacheOpt = False,
     offload: OffloadOpt = "none",
     text_encoder_device: TextEncoderDeviceOpt = None,
@@ -149,13 +159,16 @@ def t2v(
                 f"full frames): {plan.relative_flops:.3f} (speedup x{1 / plan.relative_flops:.2f})"
             )
         return
+    accel = dict(cache=cache, threshold=cache_threshold, interval=cache_interval, attention=attention, compile=compile)
     _generate(bundle, plan, prompt=prompt, negative_prompt=negative_prompt, guidance=g, seed=seed, width=width,
-              height=height, frames=n_frames, boundary=bnd, output=output, decode_to=decode_to, force=force, as_json=as_json)
+              height=height, frames=n_frames, boundary=bnd, output=output, decode_to=decode_to, force=force,
+              as_json=as_json, accel=accel)
 
 
 def _generate(bundle, plan, *, prompt, negative_prompt, guidance, seed, width, height, frames, boundary, output,
-              decode_to, force, as_json) -> None:
+              decode_to, force, as_json, accel) -> None:
     from wanctl.core import video as vio
+    from wanctl.core.acceleration import accelerated
     from wanctl.core.artifact import Artifact, new_meta, write_artifact
     from wanctl.core.encoding import decode
     from wanctl.core.families import DEFAULT_NEGATIVE_PROMPT
@@ -166,7 +179,9 @@ def _generate(bundle, plan, *, prompt, negative_prompt, guidance, seed, width, h
     uses_cfg = any(p.cfg for p in plan.steps)
     negative = (DEFAULT_NEGATIVE_PROMPT if negative_prompt is None else negative_prompt) if uses_cfg else None
     emb = encode_prompts(bundle, [prompt] + ([negative] if negative is not None else []))
-    with progress("generating", plan.schedule.num_steps, "steps") as advance:
+    segments = [(0, plan.switch, "transformer"), (plan.switch, plan.schedule.num_steps, None)] if plan.half_frame else None
+    with accelerated(bundle, plan.schedule, plan.solver, segments=segments, notice=notice, **accel) as speed, \
+            progress("generating", plan.schedule.num_steps, "steps") as advance:
         res = run_t2v(bundle, plan, embeds=emb[prompt], negative=emb[negative] if negative is not None else None,
                       guidance=guidance, seed=seed, width=width, height=height, boundary=boundary, progress=advance)
     params = {
@@ -178,6 +193,7 @@ def _generate(bundle, plan, *, prompt, negative_prompt, guidance, seed, width, h
         "guidance": guidance.to_meta(),
         "boundary": boundary,
         "cfg_batch": plan.cfg_batch,
+        "acceleration": speed,
         **plan.to_meta(),
     }
     meta = new_meta("latent", family=fam.name, command="t2v", noise_level=0.0,

@@ -68,16 +68,18 @@ class VelocityModel:
             return 1.0
         return self.guidance.for_expert(expert)
 
-    def _forward(self, expert: str, inp, ts, emb):
+    def _forward(self, expert: str, inp, ts, emb, branch: str = "cond"):
         from wanctl.core.rope import reversed_time_rope
 
         dit = self.bundle.transformer(expert)
         self.calls.append((expert, inp.shape[0], inp.shape[2]))
-        trace.event("model_call", expert=expert, batch=int(inp.shape[0]), frames=int(inp.shape[2]))
+        trace.event("model_call", expert=expert, batch=int(inp.shape[0]), frames=int(inp.shape[2]), branch=branch)
         flags = None
         if self.rope_reverse:
             flags = list(self.rope_reverse) * (inp.shape[0] // len(self.rope_reverse))
-        with reversed_time_rope(dit, flags):
+        # the branch name keys the step caches' state (diffusers' cache_context) and calibration
+        dit._wanctl_branch = branch
+        with reversed_time_rope(dit, flags), dit.cache_context(branch):
             return dit(
                 hidden_states=inp.to(dit.dtype),
                 timestep=ts,
@@ -98,13 +100,13 @@ class VelocityModel:
                 v = self._forward(expert, inp, ts, self.embeds)
             elif self.cfg_batch:
                 both = self._forward(
-                    expert, torch.cat([inp, inp]), torch.cat([ts, ts]), torch.cat([self.embeds, self.negative])
+                    expert, torch.cat([inp, inp]), torch.cat([ts, ts]), torch.cat([self.embeds, self.negative]), "cfg"
                 )
                 v_cond, v_uncond = both.chunk(2)
                 v = v_uncond + g * (v_cond - v_uncond)
             else:
-                v_cond = self._forward(expert, inp, ts, self.embeds)
-                v_uncond = self._forward(expert, inp, ts, self.negative)
+                v_cond = self._forward(expert, inp, ts, self.embeds, "cond")
+                v_uncond = self._forward(expert, inp, ts, self.negative, "uncond")
                 v = v_uncond + g * (v_cond - v_uncond)
         v = self.condition.mask_velocity(v)
         self.last = (x, s, v)
