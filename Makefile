@@ -24,32 +24,41 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-# The edit-by-first-frame workflow: encode the example clip, invert it once, denoise the same
-# noise with two new first frames, decode everything.
-DEMO_MODEL ?= tiny-ti2v-5b
-DEMO_STEPS ?= 20
+# The edit-by-first-frame workflow on the trained toy model: encode a clip of a red circle moving
+# right, invert it once, denoise that one noise with two new first frames (a green square, a
+# yellow triangle) and their prompts, decode everything, and put the videos side by side.
+DEMO_MODEL ?= toy-ti2v-5b
+DEMO_STEPS ?= 30
+SRC_PROMPT := a red circle moving right on a black background
 demo: install
 	@mkdir -p $(OUT)/edits
-	$(BIN)/python -m wanctl.toy.assets $(OUT)/assets
+	$(BIN)/python -m wanctl.toy.assets $(OUT)/assets --demo
+	@printf 'first_frame,prompt,output\nassets/targets/green-square.png,a green square moving right on a black background,edits/green-square.safetensors\nassets/targets/yellow-triangle.png,a yellow triangle moving right on a black background,edits/yellow-triangle.safetensors\n' > $(OUT)/targets.csv
 	$(WANCTL) encode $(OUT)/assets/clip.mp4 -m $(DEMO_MODEL) -o $(OUT)/clip.latent.safetensors --force
-	$(WANCTL) invert $(OUT)/clip.latent.safetensors -p "a red circle moving right and a blue square moving up" \
-		--steps $(DEMO_STEPS) -o $(OUT)/clip.noise.safetensors --force
+	$(WANCTL) invert $(OUT)/clip.latent.safetensors -p "$(SRC_PROMPT)" --steps $(DEMO_STEPS) \
+		-o $(OUT)/clip.noise.safetensors --force
 	$(WANCTL) info $(OUT)/clip.noise.safetensors
-	$(WANCTL) denoise $(OUT)/clip.noise.safetensors -i $(OUT)/assets/targets \
-		-p "a green triangle moving right and a blue square moving up" -o $(OUT)/edits --force
+	$(WANCTL) denoise $(OUT)/clip.noise.safetensors --manifest $(OUT)/targets.csv -o $(OUT)/edits --force
 	$(WANCTL) decode $(OUT)/clip.latent.safetensors -o $(OUT)/clip.decoded.mp4 --force
-	$(WANCTL) decode $(OUT)/edits/green-triangle.safetensors -o $(OUT)/edits/green-triangle.mp4 --force
-	$(WANCTL) decode $(OUT)/edits/yellow-square.safetensors -o $(OUT)/edits/yellow-square.mp4 --force
+	$(WANCTL) decode $(OUT)/edits/green-square.safetensors -o $(OUT)/edits/green-square.mp4 --force
+	$(WANCTL) decode $(OUT)/edits/yellow-triangle.safetensors -o $(OUT)/edits/yellow-triangle.mp4 --force
+	$(BIN)/python -m wanctl.toy.compare $(OUT)/side-by-side.png $(OUT)/assets/clip.mp4 $(OUT)/clip.decoded.mp4 \
+		$(OUT)/edits/green-square.mp4 $(OUT)/edits/yellow-triangle.mp4
 	@echo
 	@echo "demo outputs in $(OUT)/ (model $(DEMO_MODEL)):"
 	@echo "  source clip        $(OUT)/assets/clip.mp4"
 	@echo "  latent / noise     $(OUT)/clip.latent.safetensors, $(OUT)/clip.noise.safetensors   (wanctl info FILE)"
 	@echo "  decoded source     $(OUT)/clip.decoded.mp4"
-	@echo "  edited videos      $(OUT)/edits/green-triangle.mp4, $(OUT)/edits/yellow-square.mp4"
-	@echo "  target frames      $(OUT)/assets/targets/*.png"
+	@echo "  edited videos      $(OUT)/edits/green-square.mp4, $(OUT)/edits/yellow-triangle.mp4"
+	@echo "  side by side       $(OUT)/side-by-side.png  (rows: source, decoded source, two edits; every 4th frame)"
 
 test: install
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
+
+# Benchmarks: each prints a table and a final `name: value` line (ratios measured side by side).
+BENCHES ?= startup overhead cfg_batch half_frame step_cache reuse memory
+bench: install
+	@for b in $(BENCHES); do echo "== benchmarks/$$b.py"; $(BIN)/python benchmarks/$$b.py || exit 1; echo; done
 
 clean:
 	rm -rf $(OUT) .pytest_cache build

@@ -46,7 +46,7 @@ def main(pairs: int = 5) -> None:
     plan = plan_t2v(bundle, sched, frames=FRAMES, width=WIDTH, height=HEIGHT, guidance=guidance, boundary=0.875)
     computed: dict = {}
     for e in bundle.experts():
-        bundle.transformer(e).blocks[-1].ffn.register_forward_hook(
+        bundle.transformer(e).blocks[-1].ffn.net[0].register_forward_hook(
             lambda m, a, o, e=e: computed.__setitem__(e, computed.get(e, 0) + 1))
 
     def run(mode, threshold=None):

@@ -32,7 +32,7 @@ def list_models(as_json: JsonOpt = False) -> None:
     for b in builtin.BUILTINS.values():
         d = builtin.builtin_dir(b.name)
         rows.append({"name": b.name, "family": b.family, "summary": b.summary,
-                     "generated": (d / "model_index.json").exists(), "path": str(d)})
+                     "generated": (d / "model_index.json").exists(), "path": str(d), "trained": b.packaged})
     default = os.environ.get("WANCTL_MODEL")
     if as_json:
         for r in rows:
@@ -44,9 +44,10 @@ def list_models(as_json: JsonOpt = False) -> None:
     for col in ("name", "family", "description", "cached"):
         t.add_column(col)
     for r in rows:
-        t.add_row(r["name"], r["family"], r["summary"], "yes" if r["generated"] else "on first use")
+        state = ("shipped" if r["generated"] else "missing") if r["trained"] else ("yes" if r["generated"] else "on first use")
+        t.add_row(r["name"], r["family"], r["summary"], state)
     out_console().print(t)
-    out_console().print(f"default model: {default or builtin.DEFAULT + ' (WANCTL_MODEL unset)'}")
+    out_console().print(f"default model: {default or builtin.default_for(None) + ' (WANCTL_MODEL unset)'}")
 
 
 @app.command("init")

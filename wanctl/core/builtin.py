@@ -1,10 +1,11 @@
-"""Built-in models: tiny random-weight models with the real Wan2.2 architectures.
+"""Built-in models, all in exactly the diffusers layout of the real Wan2.2 repositories
+(model_index.json, scheduler/, text_encoder/, tokenizer/, transformer/, transformer_2/, vae/) and
+loaded through the same code path as real weights:
 
-They are generated offline from a fixed seed and saved under the cache dir in exactly the
-diffusers layout of the real Wan2.2 repositories (model_index.json, scheduler/, text_encoder/,
-tokenizer/, transformer/, transformer_2/, vae/), then loaded through the same code path as real
-weights. Their weights are random, so their videos are noise-like; they exist so every workflow
-can run (and be tested) on a CPU without downloads.
+* ``toy-*``: small models trained on synthetic shape clips by ``python -m wanctl.toy.train``,
+  shipped in the package (fp16). They make real (if simple) videos: the default built-ins.
+* ``tiny-*``: tiny random-weight models generated offline from a fixed seed into the cache dir
+  on first use; noise-like output, for fast tests of the code paths.
 """
 
 from __future__ import annotations
@@ -29,32 +30,51 @@ class Builtin:
     name: str
     family: str
     summary: str
+    packaged: bool = False  # shipped in wanctl/toy/models (trained), not generated
 
 
 BUILTINS: dict[str, Builtin] = {
+    "toy-ti2v-5b": Builtin("toy-ti2v-5b", "ti2v-5b", "TI2V-5B architecture trained on synthetic shape clips (64x64)", True),
+    "toy-t2v-a14b": Builtin("toy-t2v-a14b", "t2v-a14b", "T2V-A14B architecture trained on synthetic shape clips (64x64)", True),
+    "toy-i2v-a14b": Builtin("toy-i2v-a14b", "i2v-a14b", "I2V-A14B architecture trained on synthetic shape clips (64x64)", True),
     "tiny-ti2v-5b": Builtin("tiny-ti2v-5b", "ti2v-5b", "tiny random-weight TI2V-5B architecture, for tests"),
     "tiny-t2v-a14b": Builtin("tiny-t2v-a14b", "t2v-a14b", "tiny random-weight T2V-A14B architecture, for tests"),
     "tiny-i2v-a14b": Builtin("tiny-i2v-a14b", "i2v-a14b", "tiny random-weight I2V-A14B architecture, for tests"),
 }
-DEFAULT_BY_FAMILY = {b.family: b.name for b in BUILTINS.values()}
-DEFAULT = "tiny-ti2v-5b"
+PACKAGED = Path(__file__).resolve().parent.parent / "toy" / "models"
+
+
+def available(name: str) -> bool:
+    b = BUILTINS[name]
+    return not b.packaged or (PACKAGED / name / "model_index.json").exists()
 
 
 def default_for(family: str | None) -> str:
-    return DEFAULT_BY_FAMILY.get(family or "", DEFAULT)
+    """The built-in used when no model is given: the trained toy of the family when shipped."""
+    fam = family or "ti2v-5b"
+    for prefix in ("toy-", "tiny-"):
+        name = prefix + fam
+        if name in BUILTINS and available(name):
+            return name
+    return "tiny-ti2v-5b"
 
 
 def builtin_dir(name: str) -> Path:
     from wanctl.core.env import cache_dir
 
+    if BUILTINS[name].packaged:
+        return PACKAGED / name
     return cache_dir() / "models" / f"{name}-v{BUILTIN_VERSION}"
 
 
 def ensure(name: str, notice: Callable[[str], None] | None = None) -> Path:
-    """Return the folder of a built-in model, generating it on first use."""
+    """Return the folder of a built-in model, generating it on first use (tiny-*)."""
     dest = builtin_dir(name)
     if (dest / "model_index.json").exists():
         return dest
+    if BUILTINS[name].packaged:
+        raise ModelError(f"built-in model {name} is missing from this installation ({dest}); "
+                         "reinstall wanctl or run `python -m wanctl.toy.train`")
     if notice:
         notice(f"generating built-in model '{name}' in {dest} (first use only)")
     try:

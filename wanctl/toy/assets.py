@@ -1,7 +1,8 @@
-"""Write the example assets: `python -m wanctl.toy.assets OUTDIR`.
+"""Write the example assets: `python -m wanctl.toy.assets OUTDIR [--demo]`.
 
-OUTDIR/clip.mp4 (the example clip), OUTDIR/clip.gif, and OUTDIR/targets/*.png (first frames
-for the edit workflow). Deterministic; nothing is downloaded.
+OUTDIR/clip.mp4 (the example clip) and OUTDIR/targets/*.png (first frames for the edit
+workflow). The default is a 128x96 clip of two shapes; ``--demo`` writes the 64x64 one-shape clip
+the toy models were trained for. Deterministic; nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -9,22 +10,23 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from wanctl.toy.shapes import example_clip, render, target_frames
+from wanctl.toy.shapes import demo_clip, demo_targets, example_clip, render, target_frames
 
 
-def write_assets(out: str | Path, force: bool = False) -> dict[str, Path]:
+def write_assets(out: str | Path, force: bool = False, demo: bool = False) -> dict[str, Path]:
     from wanctl.core.video import VideoWriter, save_image
 
     out = Path(out)
     (out / "targets").mkdir(parents=True, exist_ok=True)
-    clip = example_clip()
+    clip = demo_clip() if demo else example_clip()
     frames = render(clip)
     paths = {"clip": out / "clip.mp4"}
     if force or not paths["clip"].exists():
         with VideoWriter(str(paths["clip"]), clip.fps, force=True) as w:
             for f in frames:
                 w.write(f)
-    for name, img in target_frames(clip.width, clip.height).items():
+    targets = demo_targets(clip.width) if demo else target_frames(clip.width, clip.height)
+    for name, img in targets.items():
         p = out / "targets" / f"{name}.png"
         paths[name] = p
         if force or not p.exists():
@@ -34,10 +36,12 @@ def write_assets(out: str | Path, force: bool = False) -> dict[str, Path]:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    demo = "--demo" in argv
+    argv = [a for a in argv if a != "--demo"]
     if len(argv) != 1:
-        print("usage: python -m wanctl.toy.assets OUTDIR", file=sys.stderr)
+        print("usage: python -m wanctl.toy.assets OUTDIR [--demo]", file=sys.stderr)
         raise SystemExit(2)
-    for name, p in write_assets(argv[0]).items():
+    for name, p in write_assets(argv[0], demo=demo).items():
         print(f"{name}: {p}")
 
 

@@ -162,3 +162,18 @@ def target_frames(width: int = 128, height: int = 96) -> dict[str, np.ndarray]:
         shapes = [Shape(k, c, s.direction, s.speed, s.size, s.x, s.y) for (k, c), s in zip(looks, base.shapes)]
         out[name] = render_frame(Clip(width, height, 1, shapes, base.background, base.gradient), 0)
     return out
+
+
+def demo_clip(size: int = 64, frames: int = 17, fps: int = 16) -> Clip:
+    """The demo source for the toy models: one red circle moving right on a dark background."""
+    return Clip(size, size, frames, [Shape("circle", "red", "right", 1.9, 8, 17, 34)], background="black", fps=fps)
+
+
+def demo_targets(size: int = 64) -> dict[str, np.ndarray]:
+    """First frames for the toy edit demo: other shapes and colours where the circle starts."""
+    base = demo_clip(size, 1).shapes[0]
+    out = {}
+    for name, (kind, color) in {"green-square": ("square", "green"), "yellow-triangle": ("triangle", "yellow")}.items():
+        shape = Shape(kind, color, base.direction, base.speed, base.size, base.x, base.y)
+        out[name] = render_frame(Clip(size, size, 1, [shape], background="black"), 0)
+    return out
