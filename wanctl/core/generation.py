@@ -219,24 +219,23 @@ def resolve_guidance(family: FamilySpec, guidance: float | None, guidance_low: f
     return Guidance(high, low)
 
 
-def target_condition(bundle: "ModelBundle", src: NoiseSource, target: Target, conditional_noise: bool) -> Condition:
-    """The condition a target is denoised under.
+def target_condition(bundle: "ModelBundle", src: NoiseSource, target: Target, conditional_noise: bool) -> tuple[Condition, str]:
+    """The condition a target is denoised under, and where it comes from.
 
     With a first frame: that frame. Without one: the noise's own source condition (a conditional
-    inversion regenerates its source's first frame under the new prompt), else text only.
+    inversion regenerates its source's first frame under the new prompt), else no image at all.
     """
     if target.image is not None:
-        return build_condition(bundle, frames=src.frames, width=src.width, height=src.height, first=target.image)
+        cond = build_condition(bundle, frames=src.frames, width=src.width, height=src.height, first=target.image)
+        return cond, target.first_frame
     art = src.artifact
     if art is not None and conditional_noise:
         from wanctl.core.inversion import source_condition
 
-        return source_condition(bundle, art, conditional=True)
-    if bundle.family.conditioning == "mask-concat":
-        if art is None:
-            raise BadInputError("i2v-a14b needs a first frame (--first-frame)")
-        return empty_condition(bundle, src.frames, src.width, src.height)
-    return empty_condition(bundle, src.frames, src.width, src.height)
+        return source_condition(bundle, art, conditional=True), "noise source"
+    if bundle.family.conditioning == "mask-concat" and art is None:
+        raise BadInputError("i2v-a14b needs a first frame (--first-frame)")
+    return empty_condition(bundle, src.frames, src.width, src.height), None
 
 
 def run_denoise(
@@ -269,12 +268,14 @@ def run_denoise(
     conditional_noise = bool(noise_params.get("conditional"))
     for start in range(0, len(ok), batch_size):
         batch = ok[start : start + batch_size]
-        conds = []
+        conds, sources = [], []
         for t in batch:
             for n in t.notes:
                 if notice:
                     notice(n)
-            conds.append(target_condition(bundle, src, t, conditional_noise))
+            cond_t, source = target_condition(bundle, src, t, conditional_noise)
+            conds.append(cond_t)
+            sources.append(source)
         cond = Condition.cat(conds).to(device)
         b = len(batch)
         model = VelocityModel(
@@ -292,10 +293,12 @@ def run_denoise(
         out = out.float().cpu()
         calls_per_target = len(model.calls)
         for i, t in enumerate(batch):
-            on_result(t, _artifact(bundle, src, t, out[i : i + 1], cond.select([i]), solver, guidance, negative, calls_per_target, b))
+            on_result(t, _artifact(bundle, src, t, out[i : i + 1], cond.select([i]), sources[i], solver, guidance,
+                                   negative, calls_per_target, b))
 
 
-def _artifact(bundle, src: NoiseSource, t: Target, latents, cond: Condition, solver, guidance, negative, calls, batch) -> Artifact:
+def _artifact(bundle, src: NoiseSource, t: Target, latents, cond: Condition, source, solver, guidance, negative, calls,
+              batch) -> Artifact:
     import numpy as np
     import torch
 
@@ -306,7 +309,7 @@ def _artifact(bundle, src: NoiseSource, t: Target, latents, cond: Condition, sol
         "negative_prompt": negative,
         "guidance": guidance.to_meta() if negative is not None else None,
         "boundary": bundle.spec.boundary,
-        "first_frame": t.first_frame or ("noise source" if cond.kind != "text" else None),
+        "first_frame": source,
         "conditioning": cond.kind,
         "batch_size": batch,
         "model_calls_per_batch": calls,
@@ -320,7 +323,7 @@ def _artifact(bundle, src: NoiseSource, t: Target, latents, cond: Condition, sol
         inputs.append(input_record("first_frame", t.first_frame, sha256_file(t.first_frame)))
     if t.image is not None:
         tensors["first_frame"] = torch.from_numpy(np.array(t.image, dtype=np.uint8)).permute(2, 0, 1).unsqueeze(0).contiguous()
-    elif src.artifact is not None and "first_frame" in src.artifact.tensors and cond.kind != "text":
+    elif source == "noise source" and "first_frame" in src.artifact.tensors:
         tensors["first_frame"] = src.artifact.tensors["first_frame"][:1]
     meta = new_meta(
         "latent",

@@ -50,6 +50,8 @@ def first_frame_pixels(bundle: "ModelBundle", art: Artifact, index: int, notice=
     img = first_frame(art, index)
     if img is not None:
         return img
+    if art.meta.get("noise_level", 0.0) > 0:
+        raise BadInputError(f"{art.path or '<stdin>'}: this noise has no stored first frame; pass --first-frame")
     from wanctl.core.codec import decode_latents
 
     if notice:

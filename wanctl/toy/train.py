@@ -364,7 +364,9 @@ def assemble(work: Path, dest: Path, log_path: Path, budget: Budget, seed: int, 
     ti2v = WanTransformer3DModel.from_pretrained(str(work / "dit-ti2v"))
     i2v = WanTransformer3DModel.from_pretrained(str(work / "dit-i2v"))
     t2v = t2v_from_i2v(i2v)
-    te_params = sum(p.numel() for p in __import__("transformers").UMT5EncoderModel.from_pretrained(str(work / "text" / "text_encoder")).parameters())
+    from transformers import UMT5EncoderModel
+
+    te_params = sum(p.numel() for p in UMT5EncoderModel.from_pretrained(str(work / "text" / "text_encoder")).parameters())
     made = []
     for name, family, vae_kind, dit in (("toy-ti2v-5b", "ti2v-5b", "wan2.2", ti2v), ("toy-t2v-a14b", "t2v-a14b", "wan2.1", t2v),
                                         ("toy-i2v-a14b", "i2v-a14b", "wan2.1", i2v)):
@@ -374,7 +376,9 @@ def assemble(work: Path, dest: Path, log_path: Path, budget: Budget, seed: int, 
         out.mkdir(parents=True)
         shutil.copytree(work / "text" / "tokenizer", out / "tokenizer")
         shutil.copytree(work / "text" / "text_encoder", out / "text_encoder")
+        factors = fit_rgb_factors(vaes[vae_kind].to(torch.float32), seed)
         vaes[vae_kind].to(torch.float16).save_pretrained(str(out / "vae"), safe_serialization=True)
+        (out / "vae" / "latent_rgb_factors.json").write_text(json.dumps(factors, indent=1))
         experts = ["transformer"] + (["transformer_2"] if family != "ti2v-5b" else [])
         for e in experts:
             dit.to(torch.float16).save_pretrained(str(out / e), safe_serialization=True)
@@ -398,6 +402,32 @@ def assemble(work: Path, dest: Path, log_path: Path, budget: Budget, seed: int, 
         (out / "MODEL_CARD.md").write_text(card)
         made.append(out)
     return made
+
+
+def fit_rgb_factors(vae, seed: int) -> dict:
+    """Least-squares linear map from a normalized latent pixel to its RGB patch mean (for
+    `wanctl preview`), fitted on fresh clips: {"rgb_factors": C x 3, "rgb_bias": 3}."""
+    import torch
+    import torch.nn.functional as F
+
+    from wanctl.core.codec import normalize
+
+    rng = random.Random(seed)
+    clips, _ = _clip_batch(rng, 48)
+    x = _to_pixels(clips)  # (B, 3, 17, 64, 64)
+    with torch.inference_mode():
+        z = normalize(vae.encode(x).latent_dist.mode(), vae)  # (B, C, 5, h, w)
+    b, c, t, h, w = z.shape
+    # latent frame 0 is pixel frame 0; latent frame k > 0 covers pixel frames 4k-3 .. 4k
+    groups = [x[:, :, :1]] + [x[:, :, 4 * k - 3 : 4 * k + 1] for k in range(1, t)]
+    rgb = torch.stack([F.adaptive_avg_pool2d(g.mean(dim=2), (h, w)) for g in groups], dim=2)
+    a = z.permute(0, 2, 3, 4, 1).reshape(-1, c)
+    y = rgb.permute(0, 2, 3, 4, 1).reshape(-1, 3)
+    a1 = torch.cat([a, torch.ones(a.shape[0], 1)], dim=1)
+    sol = torch.linalg.lstsq(a1, y).solution
+    return {"rgb_factors": [[round(v, 5) for v in row] for row in sol[:c].tolist()],
+            "rgb_bias": [round(v, 5) for v in sol[c].tolist()],
+            "note": "fitted by wanctl.toy.train: normalized latent pixel -> RGB in [-1, 1]"}
 
 
 def _final_losses(log_path: Path) -> dict:
