@@ -20,7 +20,7 @@ from typing import Callable
 from wanctl.core.errors import ModelError
 
 # Bump when the generated weights or layout change: old cache folders are then ignored.
-BUILTIN_VERSION = 1
+BUILTIN_VERSION = 2
 SEED = 20250728
 TEXT_DIM = 32
 
@@ -243,7 +243,7 @@ def write_text_components(out: Path) -> None:
         num_layers=2,
         num_heads=4,
         relative_attention_num_buckets=8,
-        relative_attention_max_distance=16,
+        relative_attention_max_distance=128,  # as umT5-XXL (official checkpoints do not store it)
         feed_forward_proj="gated-gelu",
         pad_token_id=0,
         eos_token_id=1,

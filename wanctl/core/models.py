@@ -93,6 +93,7 @@ class ModelSpec:
     model_index: dict
     configs: dict[str, dict]
     builtin: bool = False
+    official: Any = None  # an official.OfficialLayout for official folders / ComfyUI files
 
     @property
     def boundary(self) -> float | None:
@@ -110,7 +111,10 @@ class ModelSpec:
         return isinstance(entry, list) and len(entry) == 2 and entry[0] is not None
 
     def describe(self) -> dict:
-        return {"name": self.name, "path": str(self.path), "family": self.family.name, "builtin": self.builtin}
+        out = {"name": self.name, "path": str(self.path), "family": self.family.name, "builtin": self.builtin}
+        if self.official is not None:
+            out["layout"] = f"official-{self.official.kind}"
+        return out
 
 
 def _detect_family(path: Path, index: dict, tcfg: dict, vcfg: dict, has_t2: bool) -> FamilySpec:
@@ -132,13 +136,46 @@ def _detect_family(path: Path, index: dict, tcfg: dict, vcfg: dict, has_t2: bool
     )
 
 
+def spec_from_official(layout) -> ModelSpec:
+    return ModelSpec(path=layout.path, name=layout.name, family=FAMILIES[layout.family],
+                     model_index=layout.model_index(), configs=layout.configs(), official=layout)
+
+
+def inspect_official(path: Path) -> ModelSpec | None:
+    """An official Wan2.2 folder, a ComfyUI single DiT file, or a JSON model description
+    ({"transformer": ..., "transformer_2": ..., "vae": ..., "text_encoder": ..., "tokenizer": ...},
+    paths relative to the JSON file); None when ``path`` is none of these."""
+    from wanctl.core.official import detect_official
+
+    if path.is_file() and path.suffix.lower() == ".json":
+        desc = _read_json(path, "model description")
+        overrides = desc.pop("overrides", None)  # config values weights cannot tell (non-released sizes)
+        base = path.parent
+        where = {k: (str(base / v) if v and not Path(v).is_absolute() else v) for k, v in desc.items()}
+        unknown = set(where) - {"transformer", "transformer_2", "vae", "text_encoder", "tokenizer"}
+        if unknown or "transformer" not in where:
+            raise ModelError(f"{path}: a model description names transformer (and optionally transformer_2, vae, "
+                             f"text_encoder, tokenizer){'; unknown: ' + ', '.join(sorted(unknown)) if unknown else ''}")
+        layout = detect_official(where.pop("transformer"), overrides=overrides, **where)
+        if layout is None:
+            raise ModelError(f"{path}: its transformer is not a Wan2.2 DiT checkpoint")
+        return spec_from_official(layout)
+    layout = detect_official(path)
+    return spec_from_official(layout) if layout is not None else None
+
+
 def inspect_folder(path: str | os.PathLike, name: str | None = None, builtin: bool = False) -> ModelSpec:
-    """Read a diffusers-format Wan2.2 folder's configs and detect its family."""
+    """Read a model's configs and detect its family: a diffusers-format Wan2.2 folder, else an
+    official Wan2.2 folder / ComfyUI file / model description (see :func:`inspect_official`)."""
     p = Path(path).expanduser()
     if not p.exists():
         raise ModelError(f"model folder {p} does not exist")
+    if not (p / "model_index.json").exists():
+        spec = inspect_official(p)
+        if spec is not None:
+            return spec
     if not p.is_dir():
-        raise ModelError(f"{p} is not a model folder")
+        raise ModelError(f"{p} is not a model folder or a Wan2.2 checkpoint file")
     index = _read_json(p / "model_index.json", "model_index.json")
     has_t2 = isinstance(index.get("transformer_2"), list) and index["transformer_2"][0] is not None
     configs: dict[str, dict] = {}
@@ -204,7 +241,13 @@ def component_fingerprint(spec: ModelSpec, component: str, memo: dict | None = N
     memo = _load_memo() if own else memo
     cdir = spec.path / component
     h = hashlib.sha256()
-    if component == "tokenizer":
+    if spec.official is not None:
+        layout = spec.official
+        h.update(json.dumps(layout.config(component), sort_keys=True, default=str).encode())
+        for f in layout.files(component):
+            h.update(f.name.encode())
+            h.update(_file_digest(f, memo).encode())
+    elif component == "tokenizer":
         for f in sorted(cdir.iterdir()):
             if f.is_file():
                 h.update(f.name.encode())
@@ -391,10 +434,20 @@ class ModelBundle:
             mod.to(target)
             trace.event("onload", component=component)
 
+    def _official(self, component: str, dtype):
+        from wanctl.core.official import load_official_component
+
+        return load_official_component(self.spec.official, component, dtype=dtype, device="cpu")
+
     def vae(self):
         def load():
             from diffusers import AutoencoderKLWan
 
+            if self.spec.official is not None:
+                vae = self._official("vae", parse_dtype(self.options.vae_dtype))
+                if self.options.vae_tiling:
+                    vae.enable_tiling()
+                return vae
             weight_files(self.spec.path / "vae", "vae")
             vae = AutoencoderKLWan.from_pretrained(
                 str(self.spec.path / "vae"), torch_dtype=parse_dtype(self.options.vae_dtype)
@@ -410,6 +463,8 @@ class ModelBundle:
         def load():
             from transformers import AutoTokenizer
 
+            if self.spec.official is not None:
+                return self._official("tokenizer", None)
             tdir = self.spec.path / "tokenizer"
             if not tdir.is_dir():
                 raise ModelError(f"{self.spec.path}: incomplete model folder, tokenizer/ is missing")
@@ -421,6 +476,8 @@ class ModelBundle:
         def load():
             from transformers import UMT5EncoderModel
 
+            if self.spec.official is not None:
+                return self._official("text_encoder", self.dtype)
             weight_files(self.spec.path / "text_encoder", "text_encoder")
             te = UMT5EncoderModel.from_pretrained(str(self.spec.path / "text_encoder"), dtype=self.dtype)
             return te.eval().requires_grad_(False)
@@ -434,6 +491,8 @@ class ModelBundle:
         def load():
             from diffusers import WanTransformer3DModel
 
+            if self.spec.official is not None:
+                return self._official(which, self.dtype)
             weight_files(self.spec.path / which, which)
             m = WanTransformer3DModel.from_pretrained(str(self.spec.path / which), torch_dtype=self.dtype)
             return m.eval().requires_grad_(False)
@@ -529,9 +588,18 @@ def verify(spec: ModelSpec) -> list[dict]:
 
     Returns one row per component: {component, status: ok|missing|error, detail, fingerprint}.
     """
+    memo = _load_memo()
+    if spec.official is not None:
+        from wanctl.core.official import verify_official
+
+        rows = verify_official(spec.official)
+        for r in rows:
+            if r["status"] == "ok":
+                r["fingerprint"] = component_fingerprint(spec, r["component"], memo)
+        _save_memo(memo)
+        return rows
     rows = []
     needed = ["transformer"] + (["transformer_2"] if spec.family.experts == 2 else []) + ["vae", "text_encoder", "tokenizer"]
-    memo = _load_memo()
     for comp in needed:
         row = {"component": comp, "status": "ok", "detail": ""}
         try:
