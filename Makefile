@@ -13,7 +13,7 @@ TORCH  ?= torch==2.13.0
 PYTEST_ARGS ?=
 WANCTL := $(BIN)/wanctl
 
-.PHONY: install demo test clean bench
+.PHONY: install demo test clean bench quality
 .DELETE_ON_ERROR:
 
 $(VENV)/.installed: pyproject.toml
@@ -59,6 +59,10 @@ test: install
 BENCHES ?= startup overhead cfg_batch half_frame step_cache reuse memory
 bench: install
 	@for b in $(BENCHES); do echo "== benchmarks/$$b.py"; $(BIN)/python benchmarks/$$b.py || exit 1; echo; done
+
+# Algorithm quality on the trained toy models (about 10 minutes).
+quality: install
+	$(BIN)/python benchmarks/quality.py
 
 clean:
 	rm -rf $(OUT) .pytest_cache build

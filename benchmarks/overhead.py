@@ -27,7 +27,7 @@ import torch  # noqa: E402
 
 from _models import compute_bundle  # noqa: E402
 
-FRAMES, WIDTH, HEIGHT, STEPS = 49, 256, 160, 10
+FRAMES, WIDTH, HEIGHT, STEPS = 49, 256, 160, 5
 PIPE_SCRIPT = """
 import sys, torch
 from diffusers import UniPCMultistepScheduler, WanPipeline
@@ -90,7 +90,7 @@ def main(pairs: int = 5) -> None:
     with open(script, "w") as f:
         f.write(PIPE_SCRIPT.format(h=HEIGHT, w=WIDTH, f=FRAMES, n=STEPS))
     cmd_stock = [py, script, folder]
-    whole = measure_pair(lambda: run_command(cmd_ours, env), lambda: run_command(cmd_stock, env), pairs=pairs, warmup=1)
+    whole = measure_pair(lambda: run_command(cmd_ours, env), lambda: run_command(cmd_stock, env), pairs=pairs, warmup=0)
 
     rows = [["in-process, per step", inproc.a / STEPS, inproc.b / STEPS, inproc.ratio],
             ["whole command", whole.a, whole.b, whole.ratio]]

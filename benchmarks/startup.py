@@ -32,9 +32,7 @@ def main(pairs: int = 5) -> None:
     rows = []
     res = {}
     for name, cmd in (("wanctl --help", [py, "-m", "wanctl", "--help"]), ("wanctl info FILE", [py, "-m", "wanctl", "info", art])):
-        times = {}
-        pair = measure_pair(lambda: times.setdefault("a", []).append(run_command(cmd)),
-                            lambda: times.setdefault("b", []).append(run_command(diffusers)), pairs=pairs)
+        pair = measure_pair(lambda: run_command(cmd), lambda: run_command(diffusers), pairs=pairs, warmup=0)
         rows.append([name, pair.a, pair.b, pair.ratio])
         res[name] = pair.ratio
     print(f"whole commands, median of {pairs} alternating pairs; reference: python -c 'import diffusers; diffusers.AutoencoderKLWan'")

@@ -18,8 +18,24 @@ def test_help_imports_no_torch():
     assert not {m for m in imported if m.split(".")[0] in ("torch", "diffusers", "transformers", "safetensors")}
 
 
+def test_info_imports_no_torch(tmp_path):
+    import torch
+
+    from wanctl.core.artifact import Artifact, new_meta, write_artifact
+
+    p = tmp_path / "a.safetensors"
+    write_artifact(str(p), Artifact({"latents": torch.zeros(1, 16, 2, 4, 4)},
+                                    new_meta("latent", family="t2v-a14b", command="t", noise_level=0.0)))
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "wanctl", "info", str(p), "--json"],
+                          capture_output=True, text=True, check=True)
+    imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
+    assert json.loads(proc.stdout)["family"] == "t2v-a14b"
+    assert not {m for m in imported if m.split(".")[0] in ("torch", "diffusers", "transformers", "safetensors", "numpy")}
+
+
 def test_every_command_has_help_with_examples():
-    for cmd in (["encode"], ["decode"], ["info"], ["model", "init"], ["model", "check"], ["model", "list"]):
+    for cmd in (["encode"], ["decode"], ["info"], ["invert"], ["denoise"], ["t2v"], ["flf2v"], ["preview"], ["export"],
+                ["model", "init"], ["model", "check"], ["model", "list"], ["cache", "list"], ["cache", "size"], ["cache", "prune"]):
         r = invoke(*cmd, "--help")
         assert r.exit_code == 0
         assert "Example" in r.stdout, cmd
