@@ -56,9 +56,11 @@ test: install
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
 
 # Benchmarks: each prints a table and a final `name: value` line (ratios measured side by side).
+# `make bench` also writes them all as one markdown report (command, machine, date) to BENCH_REPORT.
 BENCHES ?= startup overhead cfg_batch half_frame step_cache reuse memory
+BENCH_REPORT ?= build/bench/RESULTS.md
 bench: install
-	@for b in $(BENCHES); do echo "== benchmarks/$$b.py"; $(BIN)/python benchmarks/$$b.py || exit 1; echo; done
+	$(BIN)/python benchmarks/report.py $(BENCHES) -o $(BENCH_REPORT)
 
 # Algorithm quality on the trained toy models (about 10 minutes).
 quality: install

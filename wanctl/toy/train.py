@@ -1,19 +1,21 @@
-"""Train the toy models on synthetic shape clips, on a CPU, in about two hours.
+"""Train the toy models on synthetic shape clips, on a 2-core CPU, in about an hour.
 
     python -m wanctl.toy.train OUT_DIR              # everything (the committed weights)
     python -m wanctl.toy.train OUT_DIR --quick      # a few steps of every stage (pipeline check)
     python -m wanctl.toy.train OUT_DIR --stages vae21,vae22 --scale 0.1
 
-Stages, each resumable from the files it writes in OUT_DIR/work:
+Stages, each resumable from the files it writes in OUT_DIR/work; by default they run as two
+single-threaded lanes side by side (vae22 -> data22 -> ti2v and vae21 -> data21 -> i2v), then
+``assemble``:
 
 1. ``vae21`` / ``vae22``: a small AutoencoderKLWan of each VAE type (Wan2.1: z 16, stride 8;
    Wan2.2: z 48, 2x2 patchify, stride 16), trained on random 9-frame windows of the clips
-   to reconstruct from the posterior mean, L1 + L2 with shape pixels weighted 6x. Afterwards the per-channel latent mean / std are measured and
+   to reconstruct from the posterior mean, L1 + L2 with shape pixels weighted 10x. Afterwards the per-channel latent mean / std are measured and
    written into the VAE config (``latents_mean`` / ``latents_std``), so wanctl's normalization
    makes toy latents unit-variance like the real ones.
-2. ``data``: a fixed set of 17-frame 64x64 clips with captions, encoded by both VAEs (posterior
-   mean, normalized); for i2v also the encoded condition videos [first, 0...] and
-   [first, 0..., last]; captions through the (random, fixed) tiny umT5 encoder.
+2. ``data22`` / ``data21``: a fixed set of 17-frame 64x64 clips with captions (the same clips for
+   both), encoded by each VAE (posterior mean, normalized); for i2v also the encoded condition
+   videos [first, 0...] and [first, 0..., last]; captions through the (random, fixed) tiny umT5.
 3. ``ti2v``: a Wan DiT (48 channels) trained by flow matching, half the time in image mode
    (latent frame 0 clean with timestep 0 on its tokens, no loss there) and half in text mode.
 4. ``i2v``: a Wan DiT (36 -> 16 channels) trained with the i2v condition: first frame (60%),
@@ -61,11 +63,11 @@ VAE_CONFIGS = {
 class Budget:
     """Steps per stage; --scale multiplies them (the full run is scale 1)."""
 
-    vae21: int = 2000
-    vae22: int = 3000
-    clips: int = 2000
-    ti2v: int = 6000
-    i2v: int = 4000
+    vae21: int = 1500
+    vae22: int = 2000
+    clips: int = 1000
+    ti2v: int = 3500
+    i2v: int = 1800
     batch_vae: int = 4
     batch_dit: int = 32
 
@@ -85,11 +87,20 @@ class Log:
         print(json.dumps(rec), flush=True)
 
 
-def _clip_batch(rng: random.Random, n: int, frames: int = FRAMES, size: int = SIZE):
+def _clip_batch(rng: random.Random, n: int, frames: int = FRAMES, size: int = SIZE, masks: bool = False):
+    """n random clips (B, T, H, W, 3) uint8 and their captions; with masks=True also where the
+    shapes are (B, T, H, W) bool, from the difference to the clip's background alone."""
+    from dataclasses import replace
+
     from wanctl.toy.shapes import random_clip, render
 
     clips = [random_clip(rng.randrange(1 << 30), size, size, frames, n_shapes=rng.choice([1, 1, 2])) for _ in range(n)]
-    return np.stack([render(c) for c in clips]), [c.caption() for c in clips]
+    videos = np.stack([render(c) for c in clips])
+    if not masks:
+        return videos, [c.caption() for c in clips]
+    bg = np.stack([render(replace(c, shapes=[])) for c in clips])
+    fg = np.abs(videos.astype(np.int16) - bg.astype(np.int16)).max(axis=-1) > 12
+    return videos, [c.caption() for c in clips], fg
 
 
 def _to_pixels(arr: np.ndarray):
@@ -101,7 +112,7 @@ def _to_pixels(arr: np.ndarray):
 # --------------------------------------------------------------------------- VAEs
 
 
-def train_vae(kind: str, steps: int, batch: int, work: Path, log: Log, seed: int) -> Path:
+def train_vae(kind: str, steps: int, batch: int, work: Path, log: Log, seed: int, stop_after: int = 0) -> Path | None:
     import torch
     from diffusers import AutoencoderKLWan
 
@@ -115,16 +126,17 @@ def train_vae(kind: str, steps: int, batch: int, work: Path, log: Log, seed: int
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps, pct_start=0.1)
     avg = favg = None
     for step in range(1, steps + 1):
-        clips, _ = _clip_batch(rng, batch)
+        clips, _, shapes = _clip_batch(rng, batch, masks=True)
         t0 = rng.randrange(0, FRAMES - 8)  # a random 9-frame window (3 latent frames) of a full clip
         x = _to_pixels(clips)[:, :, t0 : t0 + 9]
+        fg = torch.from_numpy(shapes[:, None, t0 : t0 + 9]).float()  # (B, 1, 9, H, W)
         post = vae.encode(x).latent_dist
         # decode the posterior mean: a near-deterministic autoencoder learns the shapes far faster
         # on a CPU budget than one decoding noisy samples (the KL term only keeps latents bounded)
         y = vae.decode(post.mode()).sample
         # shapes cover a few percent of the pixels: weight them so the background does not win
-        fg = ((x - x[:, :, :, :1, :1]).abs().sum(dim=1, keepdim=True) > 0.3).float()
-        w = 1.0 + 5.0 * fg
+        # (without this the VAE learns backgrounds and grey blobs: the shapes' colour comes last)
+        w = 1.0 + 9.0 * fg
         rec = (y - x).abs()
         loss = (rec * w).mean() + ((y - x) ** 2 * w).mean() + 1e-6 * post.kl().mean()
         opt.zero_grad()
@@ -138,6 +150,8 @@ def train_vae(kind: str, steps: int, batch: int, work: Path, log: Log, seed: int
         favg = fg_l1 if step == 1 else 0.95 * favg + 0.05 * fg_l1
         if step % 50 == 0 or step == steps:
             log(f"vae-{kind}", step, l1=avg, shape_l1=favg)
+        if step == stop_after:
+            return None  # a check of the loss curve's start (--stop-after): nothing is saved
     vae.eval()
     _set_latent_stats(vae, rng)
     vae.save_pretrained(str(out), safe_serialization=True)
@@ -158,48 +172,48 @@ def _set_latent_stats(vae, rng: random.Random) -> None:
 # --------------------------------------------------------------------------- data
 
 
-def build_data(work: Path, n: int, seed: int, log: Log) -> Path:
-    """Clips -> normalized latents of both VAEs, i2v condition latents, caption embeddings."""
+def build_data(work: Path, kind: str, n: int, seed: int, log: Log) -> Path:
+    """Clips -> normalized latents of one VAE (for wan2.1 also the i2v condition latents) and the
+    caption embeddings. Both kinds draw the same clips from the same seed, so the two data stages
+    (and the two training lanes after them) can run side by side."""
     import torch
     from diffusers import AutoencoderKLWan
 
     from wanctl.core.codec import normalize
     from wanctl.core.families import DEFAULT_NEGATIVE_PROMPT
 
-    out = work / "data.pt"
+    out = work / f"data-{kind}.pt"
     if out.exists():
         return out
     rng = random.Random(seed)
-    vaes = {k: AutoencoderKLWan.from_pretrained(str(work / f"vae-{k}")).eval() for k in VAE_CONFIGS}
-    lat = {k: [] for k in VAE_CONFIGS}
-    cond_first, cond_both, captions = [], [], []
+    vae = AutoencoderKLWan.from_pretrained(str(work / f"vae-{kind}")).eval()
+    lat, cond_first, cond_both, captions = [], [], [], []
     with torch.inference_mode():
         for start in range(0, n, 16):
             clips, caps = _clip_batch(rng, min(16, n - start))
             x = _to_pixels(clips)
-            for k, vae in vaes.items():
-                lat[k].append(normalize(vae.encode(x).latent_dist.mode(), vae).half())
-            # the i2v condition videos [first, 0..., (last)] (0 is mid-gray), as conditioning.py builds them
-            v21 = vaes["wan2.1"]
-            video = torch.zeros_like(x)
-            video[:, :, 0] = x[:, :, 0]
-            cond_first.append(normalize(v21.encode(video).latent_dist.mode(), v21).half())
-            video[:, :, -1] = x[:, :, -1]
-            cond_both.append(normalize(v21.encode(video).latent_dist.mode(), v21).half())
+            lat.append(normalize(vae.encode(x).latent_dist.mode(), vae).half())
+            if kind == "wan2.1":
+                # the i2v condition videos [first, 0..., (last)] (0 is mid-gray), as conditioning.py builds them
+                video = torch.zeros_like(x)
+                video[:, :, 0] = x[:, :, 0]
+                cond_first.append(normalize(vae.encode(video).latent_dist.mode(), vae).half())
+                video[:, :, -1] = x[:, :, -1]
+                cond_both.append(normalize(vae.encode(video).latent_dist.mode(), vae).half())
             captions += caps
             if (start // 16) % 20 == 0:
-                log("data", start + len(caps), clips=start + len(caps))
-    emb = _caption_embeddings(work, sorted(set(captions)) + ["", DEFAULT_NEGATIVE_PROMPT])
-    data = {
-        "wan2.1": torch.cat(lat["wan2.1"]), "wan2.2": torch.cat(lat["wan2.2"]),
-        "cond_first": torch.cat(cond_first), "cond_both": torch.cat(cond_both),
-        "captions": captions, "embeddings": emb,
-    }
-    torch.save(data, out)
+                log(f"data-{kind}", start + len(caps), clips=start + len(caps))
+    data = {"latents": torch.cat(lat), "captions": captions,
+            "embeddings": _caption_embeddings(work, sorted(set(captions)) + ["", DEFAULT_NEGATIVE_PROMPT], kind)}
+    if kind == "wan2.1":
+        data.update(cond_first=torch.cat(cond_first), cond_both=torch.cat(cond_both))
+    tmp = out.with_suffix(".tmp")
+    torch.save(data, tmp)
+    tmp.replace(out)
     return out
 
 
-def _caption_embeddings(work: Path, prompts: list[str]) -> dict:
+def _caption_embeddings(work: Path, prompts: list[str], lane: str) -> dict:
     """Embeddings of every caption with the built-in tiny umT5 (frozen, random, fixed seed)."""
     from wanctl.core.builtin import write_text_components
     from wanctl.core.models import LoadOptions, ModelBundle, ModelSpec
@@ -208,8 +222,16 @@ def _caption_embeddings(work: Path, prompts: list[str]) -> dict:
 
     text_dir = work / "text"
     if not (text_dir / "text_encoder").exists():
-        text_dir.mkdir(parents=True, exist_ok=True)
-        write_text_components(text_dir)
+        # each lane writes its own copy and moves it into place: the two lanes may race here,
+        # and the components are deterministic, so whichever lands first is the same files
+        tmp = work / f"text-{lane}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        write_text_components(tmp)
+        try:
+            tmp.rename(text_dir)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
     spec = ModelSpec(path=text_dir, name="toy-text", family=FAMILIES["t2v-a14b"], model_index={}, configs={})
     bundle = ModelBundle(spec, LoadOptions(device="cpu", dtype="fp32", cache=False))
     out = {}
@@ -247,16 +269,16 @@ def _text_batch(data, idx, rng: random.Random):
     return torch.cat(embs).float()
 
 
-def train_dit(family: str, steps: int, batch: int, work: Path, log: Log, seed: int) -> Path:
+def train_dit(family: str, steps: int, batch: int, work: Path, log: Log, seed: int, stop_after: int = 0) -> Path | None:
     import torch
     from diffusers import WanTransformer3DModel
 
     out = work / f"dit-{family}"
     if (out / "config.json").exists():
         return out
-    data = torch.load(work / "data.pt")
     ti2v = family == "ti2v"
-    lat = data["wan2.2" if ti2v else "wan2.1"].float()
+    data = torch.load(work / f"data-{'wan2.2' if ti2v else 'wan2.1'}.pt")
+    lat = data["latents"].float()
     n = lat.shape[0]
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -308,6 +330,8 @@ def train_dit(family: str, steps: int, batch: int, work: Path, log: Log, seed: i
         avg = loss.item() if avg is None else 0.98 * avg + 0.02 * loss.item()
         if step % 100 == 0 or step == steps:
             log(f"dit-{family}", step, loss=avg)
+        if step == stop_after:
+            return None
     dit.eval().save_pretrained(str(out), safe_serialization=True)
     return out
 
@@ -341,7 +365,7 @@ moving left, right, up or down over plain or gradient backgrounds, with captions
 
 | component | what | parameters |
 |---|---|---|
-| vae | AutoencoderKLWan, {vae} type (base 8, decoder base 12), trained on 9-frame windows, L1 + L2 (shapes x6) | {vae_params:,} |
+| vae | AutoencoderKLWan, {vae} type (base 8, decoder base 12), trained on 9-frame windows, L1 + L2 (shapes x10) | {vae_params:,} |
 | transformer{experts} | WanTransformer3DModel, dim 128 (4 heads x 32), 4 layers, ffn 512 | {dit_params:,} |
 | text_encoder | umT5 encoder, d_model 32, random and frozen (seed {seed}) | {te_params:,} |
 
@@ -451,43 +475,89 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--work", help="folder for intermediate results (default OUT/work)")
     ap.add_argument("--quick", action="store_true", help="a few steps of every stage: checks the pipeline in minutes")
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every stage's steps")
-    ap.add_argument("--stages", default="vae21,vae22,data,ti2v,i2v,assemble")
+    ap.add_argument("--stages", default="all",
+                    help="comma-separated subset of vae21,vae22,data21,data22,ti2v,i2v,assemble (default: all, "
+                         "as two lanes side by side: vae22 -> data22 -> ti2v and vae21 -> data21 -> i2v)")
     ap.add_argument("--seed", type=int, default=1234)
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
+    ap.add_argument("--stop-after", type=int, default=0, metavar="N",
+                    help="stop each training stage after N steps (same schedule), save nothing: checks the loss curve's start")
+    ap.add_argument("--compare-log", metavar="REF", help="after the run, compare its losses with REF (a train_log.jsonl)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads per process (default: cores / lanes)")
     a = ap.parse_args(argv)
+    out = Path(a.out)
+    work = Path(a.work) if a.work else out / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    if (work / "started").exists():
+        started = float((work / "started").read_text())
+    else:
+        (work / "started").write_text(str(started))
+    if a.stages == "all":
+        # tiny models use two cores badly from one process: two single-threaded lanes finish
+        # both DiTs in about the time one two-threaded run takes for one
+        _run_lanes(a, work)
+        stages = ["assemble"]
+    else:
+        stages = a.stages.split(",")
     import torch
 
-    if a.threads:
-        torch.set_num_threads(a.threads)
+    torch.set_num_threads(a.threads or os.cpu_count() or 1)
     from wanctl.core.models import quiet_libraries
 
     quiet_libraries()
     budget = Budget().scaled(0.004 if a.quick else a.scale)
     if a.quick:
         budget.clips = 32
-    out = Path(a.out)
-    work = Path(a.work) if a.work else out / "work"
-    work.mkdir(parents=True, exist_ok=True)
     log = Log(work / "train_log.jsonl")
-    stages = a.stages.split(",")
-    started = time.time()
-    if (work / "started").exists():
-        started = float((work / "started").read_text())
-    else:
-        (work / "started").write_text(str(started))
     if "vae21" in stages:
-        train_vae("wan2.1", budget.vae21, budget.batch_vae, work, log, a.seed)
+        train_vae("wan2.1", budget.vae21, budget.batch_vae, work, log, a.seed, a.stop_after)
     if "vae22" in stages:
-        train_vae("wan2.2", budget.vae22, budget.batch_vae, work, log, a.seed + 1)
-    if "data" in stages:
-        build_data(work, budget.clips, a.seed + 2, log)
+        train_vae("wan2.2", budget.vae22, budget.batch_vae, work, log, a.seed + 1, a.stop_after)
+    for kind, name in (("wan2.1", "data21"), ("wan2.2", "data22")):
+        if name in stages:
+            build_data(work, kind, budget.clips, a.seed + 2, log)
     if "ti2v" in stages:
-        train_dit("ti2v", budget.ti2v, budget.batch_dit, work, log, a.seed + 3)
+        train_dit("ti2v", budget.ti2v, budget.batch_dit, work, log, a.seed + 3, a.stop_after)
     if "i2v" in stages:
-        train_dit("i2v", budget.i2v, budget.batch_dit, work, log, a.seed + 4)
+        train_dit("i2v", budget.i2v, budget.batch_dit, work, log, a.seed + 4, a.stop_after)
     if "assemble" in stages:
         for p in assemble(work, out, work / "train_log.jsonl", budget, a.seed, started):
             print(f"wrote {p}")
+    if a.compare_log:
+        rows = compare_logs(Path(a.compare_log), work / "train_log.jsonl")
+        for stage, step, key, ref, new in rows:
+            print(f"{stage:12s} step {step:5d} {key:8s} reference {ref:.5f}  re-run {new:.5f}  diff {abs(new - ref) / abs(ref):.2%}")
+        if rows:
+            print(f"max relative difference: {max(abs(n - r) / abs(r) for *_, r, n in rows):.2%}")
+
+
+def compare_logs(ref: Path, new: Path) -> list[tuple]:
+    """(stage, step, quantity, reference value, re-run value) for every logged point both runs share."""
+    def points(path: Path) -> dict:
+        out = {}
+        for line in path.read_text().splitlines():
+            rec = json.loads(line)
+            for key in ("l1", "shape_l1", "loss"):
+                if key in rec:
+                    out[(rec["stage"], rec["step"], key)] = rec[key]
+        return out
+
+    a, b = points(ref), points(new)
+    return [(*k, a[k], b[k]) for k in sorted(a.keys() & b.keys())]
+
+
+def _run_lanes(a, work: Path) -> None:
+    import subprocess
+    import sys
+
+    lanes = ["vae22,data22,ti2v", "vae21,data21,i2v"]
+    threads = a.threads or max(1, (os.cpu_count() or 2) // len(lanes))
+    base = [sys.executable, "-m", "wanctl.toy.train", a.out, "--work", str(work), "--seed", str(a.seed),
+            "--threads", str(threads), "--scale", str(a.scale)] + (["--quick"] if a.quick else [])
+    procs = [subprocess.Popen(base + ["--stages", lane]) for lane in lanes]
+    codes = [p.wait() for p in procs]
+    if any(codes):
+        raise SystemExit(f"a training lane failed (exit codes {codes}); rerun the same command to resume")
 
 
 if __name__ == "__main__":
