@@ -27,18 +27,22 @@ install: $(VENV)/.installed
 # The edit-by-first-frame workflow on the trained toy model: encode a clip of a red circle moving
 # right, invert it once, denoise that one noise with two new first frames (a green square, a
 # yellow triangle) and their prompts, decode everything, and put the videos side by side.
+# Midpoint inversion (2nd order) and guidance 2.5: the inversion runs without CFG, and a low
+# guidance keeps the edit near the inverted trajectory, so the motion carries over best.
 DEMO_MODEL ?= toy-ti2v-5b
 DEMO_STEPS ?= 30
+DEMO_GUIDANCE ?= 2.5
 SRC_PROMPT := a red circle moving right on a black background
 demo: install
 	@mkdir -p $(OUT)/edits
 	$(BIN)/python -m wanctl.toy.assets $(OUT)/assets --demo
 	@printf 'first_frame,prompt,output\nassets/targets/green-square.png,a green square moving right on a black background,edits/green-square.safetensors\nassets/targets/yellow-triangle.png,a yellow triangle moving right on a black background,edits/yellow-triangle.safetensors\n' > $(OUT)/targets.csv
 	$(WANCTL) encode $(OUT)/assets/clip.mp4 -m $(DEMO_MODEL) -o $(OUT)/clip.latent.safetensors --force
-	$(WANCTL) invert $(OUT)/clip.latent.safetensors -p "$(SRC_PROMPT)" --steps $(DEMO_STEPS) \
+	$(WANCTL) invert $(OUT)/clip.latent.safetensors -p "$(SRC_PROMPT)" --steps $(DEMO_STEPS) --solver midpoint \
 		-o $(OUT)/clip.noise.safetensors --force
 	$(WANCTL) info $(OUT)/clip.noise.safetensors
-	$(WANCTL) denoise $(OUT)/clip.noise.safetensors --manifest $(OUT)/targets.csv -o $(OUT)/edits --force
+	$(WANCTL) denoise $(OUT)/clip.noise.safetensors --manifest $(OUT)/targets.csv -o $(OUT)/edits \
+		--guidance $(DEMO_GUIDANCE) --force
 	$(WANCTL) decode $(OUT)/clip.latent.safetensors -o $(OUT)/clip.decoded.mp4 --force
 	$(WANCTL) decode $(OUT)/edits/green-square.safetensors -o $(OUT)/edits/green-square.mp4 --force
 	$(WANCTL) decode $(OUT)/edits/yellow-triangle.safetensors -o $(OUT)/edits/yellow-triangle.mp4 --force

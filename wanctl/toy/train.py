@@ -2,17 +2,19 @@
 
     python -m wanctl.toy.train OUT_DIR              # everything (the committed weights)
     python -m wanctl.toy.train OUT_DIR --quick      # a few steps of every stage (pipeline check)
-    python -m wanctl.toy.train OUT_DIR --stages vae21,vae22 --scale 0.1
+    python -m wanctl.toy.train OUT_DIR --stages vae22 --stop-after 50 --compare-log REF/train_log.jsonl
 
 Stages, each resumable from the files it writes in OUT_DIR/work; by default they run as two
-single-threaded lanes side by side (vae22 -> data22 -> ti2v and vae21 -> data21 -> i2v), then
-``assemble``:
+single-threaded lanes side by side (vae22 -> vae22full -> data22 -> ti2v and vae21 -> vae21full
+-> data21 -> i2v), then ``assemble``:
 
 1. ``vae21`` / ``vae22``: a small AutoencoderKLWan of each VAE type (Wan2.1: z 16, stride 8;
    Wan2.2: z 48, 2x2 patchify, stride 16), trained on random 9-frame windows of the clips
-   to reconstruct from the posterior mean, L1 + L2 with shape pixels weighted 10x. Afterwards the per-channel latent mean / std are measured and
-   written into the VAE config (``latents_mean`` / ``latents_std``), so wanctl's normalization
-   makes toy latents unit-variance like the real ones.
+   to reconstruct from the posterior mean, L1 + L2 with shape pixels weighted 10x; then
+   ``vae21full`` / ``vae22full`` fine-tune it on whole 17-frame clips (the causal VAE's chunk
+   caches make it recurrent in time; see train_vae). Afterwards the per-channel latent mean / std
+   are measured and written into the VAE config (``latents_mean`` / ``latents_std``), so
+   wanctl's normalization makes toy latents unit-variance like the real ones.
 2. ``data22`` / ``data21``: a fixed set of 17-frame 64x64 clips with captions (the same clips for
    both), encoded by each VAE (posterior mean, normalized); for i2v also the encoded condition
    videos [first, 0...] and [first, 0..., last]; captions through the (random, fixed) tiny umT5.
@@ -21,7 +23,7 @@ single-threaded lanes side by side (vae22 -> data22 -> ti2v and vae21 -> data21 
 4. ``i2v``: a Wan DiT (36 -> 16 channels) trained with the i2v condition: first frame (60%),
    first + last frame (25%), or the condition dropped to zeros (15%). Because dropped condition
    channels are exactly zero, a t2v DiT is this network with the patch embedding's first 16
-   input channels: ``i2v(cat[x, 0]) == t2v(x)`` exactly (tested), so ``toy-t2v-a14b`` is derived,
+   input channels: ``i2v(cat[x, 0]) == t2v(x)`` (exact math; tested to float rounding), so ``toy-t2v-a14b`` is derived,
    not trained. Both A14B experts share the network (the toys are not MoE-trained).
 5. ``assemble``: the three diffusers-layout folders in fp16 with a model card and loss log.
 
@@ -65,6 +67,8 @@ class Budget:
 
     vae21: int = 1500
     vae22: int = 2000
+    vae21_full: int = 350
+    vae22_full: int = 500
     clips: int = 1000
     ti2v: int = 3500
     i2v: int = 1800
@@ -72,7 +76,7 @@ class Budget:
     batch_dit: int = 32
 
     def scaled(self, k: float) -> "Budget":
-        return Budget(*(max(2, int(round(v * k))) if i < 5 else v for i, v in enumerate(self.__dict__.values())))
+        return Budget(*(max(2, int(round(v * k))) if i < 7 else v for i, v in enumerate(self.__dict__.values())))
 
 
 class Log:
@@ -112,24 +116,40 @@ def _to_pixels(arr: np.ndarray):
 # --------------------------------------------------------------------------- VAEs
 
 
-def train_vae(kind: str, steps: int, batch: int, work: Path, log: Log, seed: int, stop_after: int = 0) -> Path | None:
+def vae_dir(work: Path, kind: str) -> Path:
+    """The finished VAE of a kind (after both phases)."""
+    return work / f"vae-{kind}-full"
+
+
+def train_vae(kind: str, steps: int, batch: int, work: Path, log: Log, seed: int, stop_after: int = 0,
+              full: bool = False) -> Path | None:
+    """Phase 1 (full=False): from scratch on random 9-frame windows (3 latent frames), cheap.
+    Phase 2 (full=True): fine-tune phase 1 on whole 17-frame clips. The causal VAE carries
+    feature caches from chunk to chunk, so it is recurrent in time: trained on 3 latent frames
+    only, it drifts on the 4th and 5th; a short phase on whole clips fixes that."""
     import torch
     from diffusers import AutoencoderKLWan
 
-    out = work / f"vae-{kind}"
+    out = vae_dir(work, kind) if full else work / f"vae-{kind}"
     if (out / "config.json").exists():
         return out
     torch.manual_seed(seed)
     rng = random.Random(seed)
-    vae = AutoencoderKLWan(**VAE_CONFIGS[kind])
-    opt = torch.optim.AdamW(vae.parameters(), lr=2e-3, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps, pct_start=0.1)
+    if full:
+        vae = AutoencoderKLWan.from_pretrained(str(work / f"vae-{kind}"))
+        window, lr, stage = FRAMES, 5e-4, f"vae-{kind}-full"
+    else:
+        vae = AutoencoderKLWan(**VAE_CONFIGS[kind])
+        window, lr, stage = 9, 2e-3, f"vae-{kind}"
+    vae.train()
+    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
     avg = favg = None
     for step in range(1, steps + 1):
         clips, _, shapes = _clip_batch(rng, batch, masks=True)
-        t0 = rng.randrange(0, FRAMES - 8)  # a random 9-frame window (3 latent frames) of a full clip
-        x = _to_pixels(clips)[:, :, t0 : t0 + 9]
-        fg = torch.from_numpy(shapes[:, None, t0 : t0 + 9]).float()  # (B, 1, 9, H, W)
+        t0 = rng.randrange(0, FRAMES - window + 1)  # a random window of a full clip
+        x = _to_pixels(clips)[:, :, t0 : t0 + window]
+        fg = torch.from_numpy(shapes[:, None, t0 : t0 + window]).float()  # (B, 1, window, H, W)
         post = vae.encode(x).latent_dist
         # decode the posterior mean: a near-deterministic autoencoder learns the shapes far faster
         # on a CPU budget than one decoding noisy samples (the KL term only keeps latents bounded)
@@ -149,7 +169,7 @@ def train_vae(kind: str, steps: int, batch: int, work: Path, log: Log, seed: int
         fg_l1 = (rec * fg).sum().item() / max(fg.sum().item() * 3, 1.0)
         favg = fg_l1 if step == 1 else 0.95 * favg + 0.05 * fg_l1
         if step % 50 == 0 or step == steps:
-            log(f"vae-{kind}", step, l1=avg, shape_l1=favg)
+            log(stage, step, l1=avg, shape_l1=favg)
         if step == stop_after:
             return None  # a check of the loss curve's start (--stop-after): nothing is saved
     vae.eval()
@@ -186,7 +206,7 @@ def build_data(work: Path, kind: str, n: int, seed: int, log: Log) -> Path:
     if out.exists():
         return out
     rng = random.Random(seed)
-    vae = AutoencoderKLWan.from_pretrained(str(work / f"vae-{kind}")).eval()
+    vae = AutoencoderKLWan.from_pretrained(str(vae_dir(work, kind))).eval()
     lat, cond_first, cond_both, captions = [], [], [], []
     with torch.inference_mode():
         for start in range(0, n, 16):
@@ -365,7 +385,7 @@ moving left, right, up or down over plain or gradient backgrounds, with captions
 
 | component | what | parameters |
 |---|---|---|
-| vae | AutoencoderKLWan, {vae} type (base 8, decoder base 12), trained on 9-frame windows, L1 + L2 (shapes x10) | {vae_params:,} |
+| vae | AutoencoderKLWan, {vae} type (base 8, decoder base 12), 9-frame windows, then whole clips; L1 + L2 (shapes x10) | {vae_params:,} |
 | transformer{experts} | WanTransformer3DModel, dim 128 (4 heads x 32), 4 layers, ffn 512 | {dit_params:,} |
 | text_encoder | umT5 encoder, d_model 32, random and frozen (seed {seed}) | {te_params:,} |
 
@@ -388,8 +408,8 @@ def assemble(work: Path, dest: Path, log_path: Path, budget: Budget, seed: int, 
     from wanctl.core.builtin import write_pipeline_files
 
     losses = _final_losses(log_path)
-    minutes = (time.time() - started) / 60
-    vaes = {k: AutoencoderKLWan.from_pretrained(str(work / f"vae-{k}")) for k in VAE_CONFIGS}
+    minutes = _training_minutes(log_path)
+    vaes = {k: AutoencoderKLWan.from_pretrained(str(vae_dir(work, k))) for k in VAE_CONFIGS}
     ti2v = WanTransformer3DModel.from_pretrained(str(work / "dit-ti2v"))
     i2v = WanTransformer3DModel.from_pretrained(str(work / "dit-i2v"))
     t2v = t2v_from_i2v(i2v)
@@ -459,6 +479,23 @@ def fit_rgb_factors(vae, seed: int) -> dict:
             "note": "fitted by wanctl.toy.train: normalized latent pixel -> RGB in [-1, 1]"}
 
 
+def _training_minutes(log_path: Path) -> float:
+    """Wall minutes of the slower lane, from the log: each stage's span between its first and last
+    record, stretched by one logging interval (interrupted and resumed runs count once)."""
+    spans: dict = {}
+    for line in log_path.read_text().splitlines():
+        rec = json.loads(line)
+        spans.setdefault(rec["stage"], []).append((rec["step"], rec["time"]))
+    def span(stage: str) -> float:
+        pts = spans.get(stage, [])
+        if len(pts) < 2:
+            return 0.0
+        (s0, t0), (s1, t1) = pts[0], pts[-1]
+        return (t1 - t0) * s1 / max(s1 - s0, 1)
+    lanes = [["vae-wan2.2", "vae-wan2.2-full", "data-wan2.2", "dit-ti2v"], ["vae-wan2.1", "vae-wan2.1-full", "data-wan2.1", "dit-i2v"]]
+    return max(sum(span(st) for st in lane) for lane in lanes) / 60
+
+
 def _final_losses(log_path: Path) -> dict:
     last: dict = {}
     for line in log_path.read_text().splitlines():
@@ -476,8 +513,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--quick", action="store_true", help="a few steps of every stage: checks the pipeline in minutes")
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every stage's steps")
     ap.add_argument("--stages", default="all",
-                    help="comma-separated subset of vae21,vae22,data21,data22,ti2v,i2v,assemble (default: all, "
-                         "as two lanes side by side: vae22 -> data22 -> ti2v and vae21 -> data21 -> i2v)")
+                    help="comma-separated subset of vae21,vae22,vae21full,vae22full,data21,data22,ti2v,i2v,assemble (default: "
+                         "all, as two lanes side by side: vae22 -> vae22full -> data22 -> ti2v and the same for 21 / i2v)")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--stop-after", type=int, default=0, metavar="N",
                     help="stop each training stage after N steps (same schedule), save nothing: checks the loss curve's start")
@@ -513,6 +550,10 @@ def main(argv: list[str] | None = None) -> None:
         train_vae("wan2.1", budget.vae21, budget.batch_vae, work, log, a.seed, a.stop_after)
     if "vae22" in stages:
         train_vae("wan2.2", budget.vae22, budget.batch_vae, work, log, a.seed + 1, a.stop_after)
+    if "vae21full" in stages:
+        train_vae("wan2.1", budget.vae21_full, budget.batch_vae, work, log, a.seed + 5, a.stop_after, full=True)
+    if "vae22full" in stages:
+        train_vae("wan2.2", budget.vae22_full, budget.batch_vae, work, log, a.seed + 6, a.stop_after, full=True)
     for kind, name in (("wan2.1", "data21"), ("wan2.2", "data22")):
         if name in stages:
             build_data(work, kind, budget.clips, a.seed + 2, log)
@@ -550,7 +591,7 @@ def _run_lanes(a, work: Path) -> None:
     import subprocess
     import sys
 
-    lanes = ["vae22,data22,ti2v", "vae21,data21,i2v"]
+    lanes = ["vae22,vae22full,data22,ti2v", "vae21,vae21full,data21,i2v"]
     threads = a.threads or max(1, (os.cpu_count() or 2) // len(lanes))
     base = [sys.executable, "-m", "wanctl.toy.train", a.out, "--work", str(work), "--seed", str(a.seed),
             "--threads", str(threads), "--scale", str(a.scale)] + (["--quick"] if a.quick else [])
