@@ -239,4 +239,4 @@ CacheIntervalOpt = Annotated[Optional[int], typer.Option("--cache-interval", hel
 AttentionOpt = Annotated[Optional[str], typer.Option("--attention", help="diffusers attention backend (native, flash, _flash_3, sage, xformers, flex...); default: torch SDPA.")]
 CompileOpt = Annotated[bool, typer.Option("--compile", help="torch.compile the DiT blocks (slow first run, faster steps on GPUs).")]
 NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the embedding / inversion caches ($WANCTL_NO_CACHE=1 does the same).")]
-CfgBatchOpt = Annotated[bool, typer.Option("--cfg-batch/--no-cfg-batch", help="Run the conditional and unconditional CFG branches as one batch-2 forward.")]
+CfgBatchOpt = Annotated[bool, typer.Option("--cfg-batch/--no-cfg-batch", help="Run the conditional and unconditional CFG branches as one batch-2 forward (same result). Off by default: on CPU it measured 0.96x, slower (benchmarks/cfg_batch.py); on a GPU run that script to decide.")]

@@ -1,4 +1,4 @@
-"""Train the toy models on synthetic shape clips, on a 2-core CPU, in about an hour.
+"""Train the toy models on synthetic shape clips, on a 2-core CPU, in about 80 minutes.
 
     python -m wanctl.toy.train OUT_DIR              # everything (the committed weights)
     python -m wanctl.toy.train OUT_DIR --quick      # a few steps of every stage (pipeline check)
