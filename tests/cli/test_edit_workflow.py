@@ -18,10 +18,11 @@ from wanctl.core.artifact import read_artifact
 def edit(tmp_path_factory, assets):
     """A clip encoded and inverted once with tiny-ti2v-5b (4 steps) via the CLI."""
     d = tmp_path_factory.mktemp("edit")
-    r = invoke("encode", str(assets["clip"]), "-o", str(d / "clip.safetensors"), "--frames", "9", "--size", "64x64")
+    r = invoke("encode", str(assets["clip"]), "-m", "tiny-ti2v-5b", "-o", str(d / "clip.safetensors"), "--frames", "9",
+               "--size", "64x64")
     assert r.exit_code == 0, r.stderr
-    r = invoke("invert", str(d / "clip.safetensors"), "-p", "a red circle moving right", "-o", str(d / "noise.safetensors"),
-               "--steps", "4", "--dtype", "fp32")
+    r = invoke("invert", str(d / "clip.safetensors"), "-m", "tiny-ti2v-5b", "-p", "a red circle moving right",
+               "-o", str(d / "noise.safetensors"), "--steps", "4", "--dtype", "fp32")
     assert r.exit_code == 0, r.stderr
     return d
 
