@@ -66,7 +66,7 @@ BENCH_REPORT ?= build/bench/RESULTS.md
 bench: install
 	$(BIN)/python benchmarks/report.py $(BENCHES) -o $(BENCH_REPORT)
 
-# Algorithm quality on the trained toy models (about 10 minutes).
+# Algorithm quality on the trained toy models (under 2 minutes here).
 quality: install
 	$(BIN)/python benchmarks/quality.py
 
