@@ -48,11 +48,12 @@ def parse_dtype(name: str) -> "torch.dtype":
         raise BadInputError(f"unknown dtype {name!r}; use bf16, fp16 or fp32") from None
 
 
-def _read_json(p: Path, what: str) -> dict:
+def read_json(p: Path, what: str, folder: str = "model folder") -> dict:
+    """A JSON object from a model folder, or a one-line ModelError naming what is missing or corrupt."""
     try:
         data = json.loads(p.read_text())
     except FileNotFoundError:
-        raise ModelError(f"{p.parent}: incomplete model folder, {what} is missing ({p.name})") from None
+        raise ModelError(f"{p.parent}: incomplete {folder}, {what} is missing ({p.name})") from None
     except (ValueError, UnicodeDecodeError):
         raise ModelError(f"{p}: corrupt {what} (not JSON)") from None
     if not isinstance(data, dict):
@@ -69,7 +70,7 @@ def weight_files(component_dir: Path, component: str) -> list[Path]:
             return [single]
         index = component_dir / f"{stem}.safetensors.index.json"
         if index.exists():
-            idx = _read_json(index, "weight index")
+            idx = read_json(index, "weight index")
             shards = sorted(set((idx.get("weight_map") or {}).values()))
             files = [component_dir / s for s in shards]
             missing = [f.name for f in files if not f.exists()]
@@ -148,7 +149,7 @@ def inspect_official(path: Path) -> ModelSpec | None:
     from wanctl.core.official import detect_official
 
     if path.is_file() and path.suffix.lower() == ".json":
-        desc = _read_json(path, "model description")
+        desc = read_json(path, "model description")
         overrides = desc.pop("overrides", None)  # config values weights cannot tell (non-released sizes)
         base = path.parent
         where = {k: (str(base / v) if v and not Path(v).is_absolute() else v) for k, v in desc.items()}
@@ -176,17 +177,17 @@ def inspect_folder(path: str | os.PathLike, name: str | None = None, builtin: bo
             return spec
     if not p.is_dir():
         raise ModelError(f"{p} is not a model folder or a Wan2.2 checkpoint file")
-    index = _read_json(p / "model_index.json", "model_index.json")
+    index = read_json(p / "model_index.json", "model_index.json")
     has_t2 = isinstance(index.get("transformer_2"), list) and index["transformer_2"][0] is not None
     configs: dict[str, dict] = {}
     for comp in ("transformer", "vae"):
-        configs[comp] = _read_json(p / comp / "config.json", f"{comp}/config.json")
+        configs[comp] = read_json(p / comp / "config.json", f"{comp}/config.json")
     if has_t2:
-        configs["transformer_2"] = _read_json(p / "transformer_2" / "config.json", "transformer_2/config.json")
+        configs["transformer_2"] = read_json(p / "transformer_2" / "config.json", "transformer_2/config.json")
     if (p / "text_encoder" / "config.json").exists():
-        configs["text_encoder"] = _read_json(p / "text_encoder" / "config.json", "text_encoder/config.json")
+        configs["text_encoder"] = read_json(p / "text_encoder" / "config.json", "text_encoder/config.json")
     if (p / "scheduler" / "scheduler_config.json").exists():
-        configs["scheduler"] = _read_json(p / "scheduler" / "scheduler_config.json", "scheduler_config.json")
+        configs["scheduler"] = read_json(p / "scheduler" / "scheduler_config.json", "scheduler_config.json")
     family = _detect_family(p, index, configs["transformer"], configs["vae"], has_t2)
     return ModelSpec(path=p, name=name or p.name, family=family, model_index=index, configs=configs, builtin=builtin)
 
@@ -253,7 +254,7 @@ def component_fingerprint(spec: ModelSpec, component: str, memo: dict | None = N
                 h.update(f.name.encode())
                 h.update(_file_digest(f, memo).encode())
     else:
-        cfg = spec.configs.get(component) or _read_json(cdir / "config.json", f"{component}/config.json")
+        cfg = spec.configs.get(component) or read_json(cdir / "config.json", f"{component}/config.json")
         # diffusers writes its own version into configs; it does not change the weights' meaning
         cfg = {k: v for k, v in cfg.items() if not k.startswith("_")}
         h.update(json.dumps(cfg, sort_keys=True).encode())

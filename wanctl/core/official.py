@@ -41,6 +41,9 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from wanctl.core.errors import ModelError
 from wanctl.core.families import FAMILIES, FamilySpec
+from wanctl.core.models import parse_dtype, quiet_libraries, read_json, weight_files
+
+_OFFICIAL = "official model folder"  # how read_json names an official folder in its errors
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -658,25 +661,11 @@ class _Checkpoint:
 
 
 def _weight_files(d: Path) -> tuple[Path, ...]:
-    from wanctl.core.models import weight_files
-
     files = weight_files(d, "transformer")
     bad = [f.name for f in files if f.suffix != ".safetensors"]
     if bad:
         raise _err(f"{d}: DiT weights must be .safetensors (found {bad[0]})")
     return tuple(files)
-
-
-def _read_json(p: Path, what: str) -> dict:
-    try:
-        data = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise _err(f"{p.parent}: incomplete official model folder, {what} is missing ({p.name})") from None
-    except (ValueError, UnicodeDecodeError):
-        raise _err(f"{p}: corrupt {what} (not JSON)") from None
-    if not isinstance(data, dict):
-        raise _err(f"{p}: corrupt {what} (not a JSON object)")
-    return data
 
 
 def _mapped_dit_shapes(files: Iterable[Path]) -> dict[str, tuple[int, ...]]:
@@ -858,7 +847,7 @@ def _detect_folder(p: Path) -> OfficialLayout | None:
         for d in (hi, lo):
             if not d.is_dir():
                 raise _err(f"{p}: incomplete official A14B folder, {d.name}/ is missing")
-        cfgs = [_read_json(d / "config.json", f"{d.name}/config.json") for d in (hi, lo)]
+        cfgs = [read_json(d / "config.json", f"{d.name}/config.json", _OFFICIAL) for d in (hi, lo)]
         for d, c in zip((hi, lo), cfgs):
             if not _is_dit_config(c):
                 raise _err(f"{d / 'config.json'}: not an official Wan DiT config")
@@ -867,7 +856,7 @@ def _detect_folder(p: Path) -> OfficialLayout | None:
             raise _err(f"{p}: the experts disagree: {hi.name} is {fams[0]}, {lo.name} is {fams[1]}")
         layout = OfficialLayout(p, "folder", fams[0], _weight_files(hi), _weight_files(lo), cfgs[0], cfgs[1])
     elif (p / "config.json").is_file():
-        cfg = _read_json(p / "config.json", "config.json")
+        cfg = read_json(p / "config.json", "config.json", _OFFICIAL)
         if not _is_dit_config(cfg):
             return None
         fam = _family_from_channels(cfg.get("in_dim", 16), cfg.get("out_dim", 16), 1, str(p))
@@ -1019,8 +1008,6 @@ def _torch_dtype(dtype) -> "torch.dtype":
         return torch.float32
     if isinstance(dtype, torch.dtype):
         return dtype
-    from wanctl.core.models import parse_dtype
-
     return parse_dtype(str(dtype))
 
 
@@ -1119,8 +1106,6 @@ def verify_official(layout: OfficialLayout) -> list[dict]:
 
     One row per component, as ``models.verify``: {component, status: ok|missing|error, detail}.
     """
-    from wanctl.core.models import quiet_libraries
-
     quiet_libraries()
     rows = []
     for comp in layout.experts() + ["vae", "text_encoder", "tokenizer"]:
@@ -1182,8 +1167,6 @@ def load_official_component(layout: OfficialLayout, component: str, dtype=None, 
             raise _err(f"{layout.tokenizer}: cannot load the tokenizer: {first}") from None
 
     import torch
-
-    from wanctl.core.models import quiet_libraries
 
     quiet_libraries()
     dt = _torch_dtype(dtype)
