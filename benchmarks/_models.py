@@ -12,14 +12,13 @@ def compute_bundle(family: str = "t2v-a14b", dim_heads: int = 4, head_dim: int =
     import torch
     from diffusers import WanTransformer3DModel
 
-    from wanctl.core.families import FAMILIES
+    from wanctl.core.families import FAMILIES, dit_config
     from wanctl.core.models import LoadOptions, ModelBundle, ModelSpec
 
     fam = FAMILIES[family]
-    cfg = dict(patch_size=(1, 2, 2), num_attention_heads=dim_heads, attention_head_dim=head_dim,
-               in_channels=fam.dit_in_channels, out_channels=fam.dit_out_channels, text_dim=text_dim,
-               freq_dim=256, ffn_dim=ffn, num_layers=layers, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
-               eps=1e-6, image_dim=None, added_kv_proj_dim=None, rope_max_seq_len=1024, pos_embed_seq_len=None)
+    cfg = dit_config(num_attention_heads=dim_heads, attention_head_dim=head_dim, in_channels=fam.dit_in_channels,
+                     out_channels=fam.dit_out_channels, text_dim=text_dim, freq_dim=256, ffn_dim=ffn, num_layers=layers,
+                     rope_max_seq_len=1024)
     torch.manual_seed(seed)
     dit = WanTransformer3DModel(**cfg).eval().requires_grad_(False).to(device)
     index = {"boundary_ratio": fam.preset.boundary, "transformer_2": ["diffusers", "WanTransformer3DModel"] if fam.experts == 2 else [None, None]}

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from wanctl.toy.train import DIT_CONFIG, compare_logs, t2v_from_i2v
+from wanctl.core.families import dit_config
+from wanctl.toy.train import DIT_SIZES, compare_logs, t2v_from_i2v
 
 MODELS = Path(__file__).resolve().parents[2] / "wanctl" / "toy" / "models"
 
@@ -19,7 +20,7 @@ def test_t2v_from_i2v_is_the_i2v_network_with_a_zero_condition():
     from diffusers import WanTransformer3DModel
 
     torch.manual_seed(0)
-    i2v = WanTransformer3DModel(**dict(DIT_CONFIG, num_layers=2, in_channels=36, out_channels=16)).eval()
+    i2v = WanTransformer3DModel(**dit_config(**DIT_SIZES | dict(num_layers=2), in_channels=36, out_channels=16)).eval()
     t2v = t2v_from_i2v(i2v)
     assert t2v.config.in_channels == 16 and t2v.patch_embedding.weight.shape[1] == 16
     x = torch.randn(2, 16, 5, 8, 8)

@@ -144,57 +144,21 @@ def _build_tokenizer(out: Path) -> int:
 
 
 def _vae_kwargs(kind: str) -> dict:
+    from wanctl.core.families import vae_config
     from wanctl.core.vae_stats import WAN21_MEAN, WAN21_STD, WAN22_MEAN, WAN22_STD
 
-    if kind == "wan2.1":
-        return dict(
-            base_dim=4,
-            z_dim=16,
-            dim_mult=[1, 1, 1, 1],
-            num_res_blocks=1,
-            attn_scales=[],
-            temperal_downsample=[False, True, True],
-            latents_mean=list(WAN21_MEAN),
-            latents_std=list(WAN21_STD),
-        )
-    return dict(
-        base_dim=4,
-        decoder_base_dim=4,
-        z_dim=48,
-        in_channels=12,
-        out_channels=12,
-        dim_mult=[1, 1, 1, 1],
-        num_res_blocks=1,
-        attn_scales=[],
-        temperal_downsample=[False, True, True],
-        is_residual=True,
-        patch_size=2,
-        scale_factor_spatial=16,
-        scale_factor_temporal=4,
-        latents_mean=list(WAN22_MEAN),
-        latents_std=list(WAN22_STD),
-    )
+    mean, std = (WAN21_MEAN, WAN21_STD) if kind == "wan2.1" else (WAN22_MEAN, WAN22_STD)
+    sizes = dict(base_dim=4, dim_mult=[1, 1, 1, 1], num_res_blocks=1, attn_scales=[])
+    if kind == "wan2.2":
+        sizes["decoder_base_dim"] = 4
+    return vae_config(kind, **sizes, latents_mean=list(mean), latents_std=list(std))
 
 
 def _dit_kwargs(in_ch: int, out_ch: int) -> dict:
-    return dict(
-        patch_size=(1, 2, 2),
-        num_attention_heads=2,
-        attention_head_dim=12,
-        in_channels=in_ch,
-        out_channels=out_ch,
-        text_dim=TEXT_DIM,
-        freq_dim=32,
-        ffn_dim=32,
-        num_layers=2,
-        cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads",
-        eps=1e-6,
-        image_dim=None,
-        added_kv_proj_dim=None,
-        rope_max_seq_len=32,
-        pos_embed_seq_len=None,
-    )
+    from wanctl.core.families import dit_config
+
+    return dit_config(num_attention_heads=2, attention_head_dim=12, in_channels=in_ch, out_channels=out_ch,
+                      text_dim=TEXT_DIM, freq_dim=32, ffn_dim=32, num_layers=2, rope_max_seq_len=32)
 
 
 def scheduler_config(flow_shift: float) -> dict:

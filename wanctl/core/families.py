@@ -5,6 +5,7 @@ No heavy imports: ``info``, ``--help`` and artifact validation use this module.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 
@@ -50,6 +51,29 @@ class FamilySpec:
 
     def latent_size(self, width: int, height: int) -> tuple[int, int]:
         return width // self.stride[2], height // self.stride[1]
+
+
+# Config fields fixed by the Wan architecture: every Wan2.2 DiT, and every VAE of a type, has
+# these values; only sizes (widths, depths, text / frequency dims) differ between the released,
+# tiny and toy models. Released, tiny and toy configs are all built from here.
+_DIT_ARCHITECTURE = dict(patch_size=[1, 2, 2], cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6,
+                         image_dim=None, added_kv_proj_dim=None, pos_embed_seq_len=None)
+_VAE_ARCHITECTURE = {
+    "wan2.1": dict(z_dim=16, in_channels=3, out_channels=3, is_residual=False, patch_size=None,
+                   temperal_downsample=[False, True, True], scale_factor_temporal=4, scale_factor_spatial=8),
+    "wan2.2": dict(z_dim=48, in_channels=12, out_channels=12, is_residual=True, patch_size=2,
+                   temperal_downsample=[False, True, True], scale_factor_temporal=4, scale_factor_spatial=16),
+}
+
+
+def dit_config(**sizes) -> dict:
+    """WanTransformer3DModel kwargs: the architecture's fixed fields plus the given sizes."""
+    return copy.deepcopy(_DIT_ARCHITECTURE) | sizes  # copies: callers and diffusers may mutate lists
+
+
+def vae_config(kind: str, **sizes) -> dict:
+    """AutoencoderKLWan kwargs for a VAE type ("wan2.1" / "wan2.2") plus the given sizes."""
+    return copy.deepcopy(_VAE_ARCHITECTURE[kind]) | sizes
 
 
 FAMILIES: dict[str, FamilySpec] = {

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from wanctl.core.errors import ModelError
-from wanctl.core.families import FAMILIES, FamilySpec
+from wanctl.core.families import FAMILIES, FamilySpec, dit_config, vae_config
 from wanctl.core.models import parse_dtype, quiet_libraries, read_json, weight_files
 
 _OFFICIAL = "official model folder"  # how read_json names an official folder in its errors
@@ -56,24 +56,12 @@ COMPONENTS = ("transformer", "transformer_2", "vae", "text_encoder", "tokenizer"
 # wan/modules/model.py (patch (1,2,2), freq_dim 256, text_dim 4096, rope over 1024 positions),
 # and diffusers scripts/convert_wan_to_diffusers.py (get_transformer_config for "Wan2.2-*").
 
-_DIT_COMMON = dict(
-    patch_size=[1, 2, 2],
-    attention_head_dim=128,
-    text_dim=4096,
-    freq_dim=256,
-    cross_attn_norm=True,
-    qk_norm="rms_norm_across_heads",
-    eps=1e-6,
-    image_dim=None,
-    added_kv_proj_dim=None,
-    rope_max_seq_len=1024,
-    pos_embed_seq_len=None,
-)
+_DIT_SIZES = dict(attention_head_dim=128, text_dim=4096, freq_dim=256, rope_max_seq_len=1024)
 
 DIT_CONFIGS: dict[str, dict] = {
-    "ti2v-5b": dict(_DIT_COMMON, num_attention_heads=24, in_channels=48, out_channels=48, ffn_dim=14336, num_layers=30),
-    "t2v-a14b": dict(_DIT_COMMON, num_attention_heads=40, in_channels=16, out_channels=16, ffn_dim=13824, num_layers=40),
-    "i2v-a14b": dict(_DIT_COMMON, num_attention_heads=40, in_channels=36, out_channels=16, ffn_dim=13824, num_layers=40),
+    "ti2v-5b": dit_config(**_DIT_SIZES, num_attention_heads=24, in_channels=48, out_channels=48, ffn_dim=14336, num_layers=30),
+    "t2v-a14b": dit_config(**_DIT_SIZES, num_attention_heads=40, in_channels=16, out_channels=16, ffn_dim=13824, num_layers=40),
+    "i2v-a14b": dit_config(**_DIT_SIZES, num_attention_heads=40, in_channels=36, out_channels=16, ffn_dim=13824, num_layers=40),
 }
 
 # The official config.json of each DiT (WanModel naming), as shipped in the Wan-AI repos.
@@ -98,38 +86,14 @@ OFFICIAL_DIT_CONFIGS: dict[str, dict] = {
 def _vae_configs() -> dict[str, dict]:
     from wanctl.core.vae_stats import WAN21_MEAN, WAN21_STD, WAN22_MEAN, WAN22_STD
 
-    common = dict(dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[], temperal_downsample=[False, True, True], dropout=0.0)
+    common = dict(dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[], dropout=0.0)
     return {
         # wan/modules/vae2_1.py _video_vae: dim 96, z 16; diffusers convert_vae() uses AutoencoderKLWan() defaults
-        "wan2.1": dict(
-            common,
-            base_dim=96,
-            z_dim=16,
-            in_channels=3,
-            out_channels=3,
-            is_residual=False,
-            patch_size=None,
-            scale_factor_temporal=4,
-            scale_factor_spatial=8,
-            latents_mean=list(WAN21_MEAN),
-            latents_std=list(WAN21_STD),
-        ),
+        "wan2.1": vae_config("wan2.1", **common, base_dim=96, latents_mean=list(WAN21_MEAN), latents_std=list(WAN21_STD)),
         # wan/modules/vae2_2.py Wan2_2_VAE: c_dim 160, dec_dim 256, z 48, 12 = 3 x 2 x 2 patchified channels;
         # diffusers vae22_diffusers_config
-        "wan2.2": dict(
-            common,
-            base_dim=160,
-            decoder_base_dim=256,
-            z_dim=48,
-            in_channels=12,
-            out_channels=12,
-            is_residual=True,
-            patch_size=2,
-            scale_factor_temporal=4,
-            scale_factor_spatial=16,
-            latents_mean=list(WAN22_MEAN),
-            latents_std=list(WAN22_STD),
-        ),
+        "wan2.2": vae_config("wan2.2", **common, base_dim=160, decoder_base_dim=256, latents_mean=list(WAN22_MEAN),
+                             latents_std=list(WAN22_STD)),
     }
 
 

@@ -46,19 +46,14 @@ from pathlib import Path
 
 import numpy as np
 
+from wanctl.core.families import dit_config, vae_config
+
 FRAMES, SIZE = 17, 64
-DIT_CONFIG = dict(
-    patch_size=(1, 2, 2), num_attention_heads=4, attention_head_dim=32, text_dim=32, freq_dim=64, ffn_dim=512,
-    num_layers=4, cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6, image_dim=None,
-    added_kv_proj_dim=None, rope_max_seq_len=64, pos_embed_seq_len=None,
-)
-VAE_CONFIGS = {
-    "wan2.1": dict(base_dim=8, decoder_base_dim=12, z_dim=16, dim_mult=[1, 2, 2, 2], num_res_blocks=1, attn_scales=[],
-                   temperal_downsample=[False, True, True]),
-    "wan2.2": dict(base_dim=8, decoder_base_dim=12, z_dim=48, in_channels=12, out_channels=12, dim_mult=[1, 2, 2, 2],
-                   num_res_blocks=1, attn_scales=[], temperal_downsample=[False, True, True], is_residual=True,
-                   patch_size=2, scale_factor_spatial=16, scale_factor_temporal=4),
-}
+# sizes only: the architecture's fixed fields come from families.dit_config / vae_config
+DIT_SIZES = dict(num_attention_heads=4, attention_head_dim=32, text_dim=32, freq_dim=64, ffn_dim=512, num_layers=4,
+                 rope_max_seq_len=64)
+VAE_SIZES = dict(base_dim=8, decoder_base_dim=12, dim_mult=[1, 2, 2, 2], num_res_blocks=1, attn_scales=[])
+VAE_KINDS = ("wan2.1", "wan2.2")
 
 
 @dataclass
@@ -139,7 +134,7 @@ def train_vae(kind: str, steps: int, batch: int, work: Path, log: Log, seed: int
         vae = AutoencoderKLWan.from_pretrained(str(work / f"vae-{kind}"))
         window, lr, stage = FRAMES, 5e-4, f"vae-{kind}-full"
     else:
-        vae = AutoencoderKLWan(**VAE_CONFIGS[kind])
+        vae = AutoencoderKLWan(**vae_config(kind, **VAE_SIZES))
         window, lr, stage = 9, 2e-3, f"vae-{kind}"
     vae.train()
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
@@ -303,7 +298,7 @@ def train_dit(family: str, steps: int, batch: int, work: Path, log: Log, seed: i
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     rng = random.Random(seed)
-    cfg = dict(DIT_CONFIG, in_channels=48 if ti2v else 36, out_channels=48 if ti2v else 16)
+    cfg = dit_config(**DIT_SIZES, in_channels=48 if ti2v else 36, out_channels=48 if ti2v else 16)
     dit = WanTransformer3DModel(**cfg)
     opt = torch.optim.AdamW(dit.parameters(), lr=1e-3, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=steps, pct_start=0.05)
@@ -409,7 +404,7 @@ def assemble(work: Path, dest: Path, log_path: Path, budget: Budget, seed: int, 
 
     losses = _final_losses(log_path)
     minutes = _training_minutes(log_path)
-    vaes = {k: AutoencoderKLWan.from_pretrained(str(vae_dir(work, k))) for k in VAE_CONFIGS}
+    vaes = {k: AutoencoderKLWan.from_pretrained(str(vae_dir(work, k))) for k in VAE_KINDS}
     ti2v = WanTransformer3DModel.from_pretrained(str(work / "dit-ti2v"))
     i2v = WanTransformer3DModel.from_pretrained(str(work / "dit-i2v"))
     t2v = t2v_from_i2v(i2v)
