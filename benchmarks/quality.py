@@ -123,7 +123,6 @@ def edit_and_roundtrip(quick: bool) -> dict:
     rows, summary = [], {}
     configs = [("conditional", "euler"), ("conditional", "midpoint"), ("conditional", "fireflow"),
                ("unconditional", "euler"), ("unconditional", "fireflow")]
-    neg = "色调艳丽"  # the toy models learnt the official negative prompt as "unconditional"
     from wanctl.core.families import DEFAULT_NEGATIVE_PROMPT
 
     for cond_mode, solver in configs:

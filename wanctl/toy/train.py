@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import random
 import shutil
@@ -71,7 +70,10 @@ class Budget:
     batch_dit: int = 32
 
     def scaled(self, k: float) -> "Budget":
-        return Budget(*(max(2, int(round(v * k))) if i < 7 else v for i, v in enumerate(self.__dict__.values())))
+        from dataclasses import replace
+
+        steps = {f: max(2, int(round(v * k))) for f, v in vars(self).items() if not f.startswith("batch_")}
+        return replace(self, **steps)
 
 
 class Log:
@@ -396,7 +398,7 @@ Weights are stored in fp16. Use at 64x64 (or other multiples of {mult}), 17 fram
 """
 
 
-def assemble(work: Path, dest: Path, log_path: Path, budget: Budget, seed: int, started: float) -> list[Path]:
+def assemble(work: Path, dest: Path, log_path: Path, budget: Budget, seed: int) -> list[Path]:
     import torch
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
 
@@ -519,11 +521,6 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(a.out)
     work = Path(a.work) if a.work else out / "work"
     work.mkdir(parents=True, exist_ok=True)
-    started = time.time()
-    if (work / "started").exists():
-        started = float((work / "started").read_text())
-    else:
-        (work / "started").write_text(str(started))
     if a.stages == "all":
         # tiny models use two cores badly from one process: two single-threaded lanes finish
         # both DiTs in about the time one two-threaded run takes for one
@@ -557,7 +554,7 @@ def main(argv: list[str] | None = None) -> None:
     if "i2v" in stages:
         train_dit("i2v", budget.i2v, budget.batch_dit, work, log, a.seed + 4, a.stop_after)
     if "assemble" in stages:
-        for p in assemble(work, out, work / "train_log.jsonl", budget, a.seed, started):
+        for p in assemble(work, out, work / "train_log.jsonl", budget, a.seed):
             print(f"wrote {p}")
     if a.compare_log:
         rows = compare_logs(Path(a.compare_log), work / "train_log.jsonl")
