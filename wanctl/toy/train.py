@@ -1,4 +1,4 @@
-"""Train the toy models on synthetic shape clips, on a 2-core CPU, in about 80 minutes.
+"""Train the toy models on synthetic shape clips, on a 2-core CPU, in about 70 minutes.
 
     python -m wanctl.toy.train OUT_DIR              # everything (the committed weights)
     python -m wanctl.toy.train OUT_DIR --quick      # a few steps of every stage (pipeline check)
@@ -478,11 +478,15 @@ def fit_rgb_factors(vae, seed: int) -> dict:
 
 def _training_minutes(log_path: Path) -> float:
     """Wall minutes of the slower lane, from the log: each stage's span between its first and last
-    record, stretched by one logging interval (interrupted and resumed runs count once)."""
+    record, stretched by one logging interval. A stage restarted from scratch (its step count
+    goes back) counts from the restart."""
     spans: dict = {}
     for line in log_path.read_text().splitlines():
         rec = json.loads(line)
-        spans.setdefault(rec["stage"], []).append((rec["step"], rec["time"]))
+        pts = spans.setdefault(rec["stage"], [])
+        if pts and rec["step"] <= pts[-1][0]:
+            pts.clear()
+        pts.append((rec["step"], rec["time"]))
     def span(stage: str) -> float:
         pts = spans.get(stage, [])
         if len(pts) < 2:
