@@ -13,7 +13,7 @@ def compute_bundle(family: str = "t2v-a14b", dim_heads: int = 4, head_dim: int =
     from diffusers import WanTransformer3DModel
 
     from wanctl.core.families import FAMILIES, dit_config
-    from wanctl.core.models import LoadOptions, ModelBundle, ModelSpec
+    from wanctl.core.models.bundle import LoadOptions, ModelBundle, ModelSpec
 
     fam = FAMILIES[family]
     cfg = dit_config(num_attention_heads=dim_heads, attention_head_dim=head_dim, in_channels=fam.dit_in_channels,

@@ -20,9 +20,9 @@ FRAMES, WIDTH, HEIGHT, STEPS = 49, 256, 160, 6
 
 
 def main(pairs: int = 5) -> None:
-    from wanctl.core.sampling import Guidance
-    from wanctl.core.schedule import make_schedule
-    from wanctl.core.t2v import plan_t2v, run_t2v
+    from wanctl.core.sampling.velocity import Guidance
+    from wanctl.core.sampling.schedule import make_schedule
+    from wanctl.core.workflows.t2v import plan_t2v, run_t2v
 
     bundle = compute_bundle(text_dim=32)
     g = torch.Generator().manual_seed(0)

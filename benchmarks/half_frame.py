@@ -20,9 +20,9 @@ setup_env()
 import torch  # noqa: E402
 
 from _models import compute_bundle  # noqa: E402
-from wanctl.core.sampling import Guidance  # noqa: E402
-from wanctl.core.schedule import make_schedule  # noqa: E402
-from wanctl.core.t2v import plan_t2v, run_t2v  # noqa: E402
+from wanctl.core.sampling.velocity import Guidance  # noqa: E402
+from wanctl.core.sampling.schedule import make_schedule  # noqa: E402
+from wanctl.core.workflows.t2v import plan_t2v, run_t2v  # noqa: E402
 
 FRAMES, WIDTH, HEIGHT = 49, 256, 160  # 13 latent frames of 20 x 32 (A14B stride 8)
 

@@ -27,8 +27,8 @@ WIDTH, HEIGHT, DECODE_FRAMES, LONG_FRAMES = 416, 240, 17, 97
 WHOLE_DECODE = """
 import sys, torch
 from diffusers import AutoencoderKLWan
-from wanctl.core.artifact import read_artifact
-from wanctl.core.codec import denormalize
+from wanctl.core.io.artifact import read_artifact
+from wanctl.core.models.codec import denormalize
 vae = AutoencoderKLWan.from_pretrained(sys.argv[1]).eval()
 z = read_artifact(sys.argv[2]).latents
 with torch.inference_mode():
@@ -37,8 +37,8 @@ with torch.inference_mode():
 WHOLE_ENCODE = """
 import sys, torch
 from diffusers import AutoencoderKLWan
-from wanctl.core.codec import to_pixels
-from wanctl.core.video import read_video_frames
+from wanctl.core.models.codec import to_pixels
+from wanctl.core.io.video import read_video_frames
 vae = AutoencoderKLWan.from_pretrained(sys.argv[1]).eval()
 frames = read_video_frames(sys.argv[2])
 with torch.inference_mode():
@@ -53,9 +53,9 @@ def main() -> None:
     import torch
     from diffusers import AutoencoderKLWan
 
-    from wanctl.core.builtin import _vae_kwargs
-    from wanctl.core.models import resolve_model
-    from wanctl.core.video import VideoWriter
+    from wanctl.core.models.builtin import _vae_kwargs
+    from wanctl.core.models.bundle import resolve_model
+    from wanctl.core.io.video import VideoWriter
     from wanctl.toy.shapes import example_clip, render_frame
 
     tmp = tempfile.mkdtemp(prefix="wanctl-bench-")

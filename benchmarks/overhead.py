@@ -43,10 +43,10 @@ pipe(prompt="a red circle moving right", negative_prompt="static", height={h}, w
 def main(pairs: int = 5) -> None:
     from diffusers import UniPCMultistepScheduler, WanPipeline
 
-    from wanctl.core.builtin import scheduler_config
-    from wanctl.core.sampling import Guidance
-    from wanctl.core.schedule import make_schedule
-    from wanctl.core.t2v import plan_t2v, run_t2v
+    from wanctl.core.models.builtin import scheduler_config
+    from wanctl.core.sampling.velocity import Guidance
+    from wanctl.core.sampling.schedule import make_schedule
+    from wanctl.core.workflows.t2v import plan_t2v, run_t2v
 
     bundle = compute_bundle(text_dim=32)
     dit = bundle.transformer()
@@ -74,7 +74,7 @@ def main(pairs: int = 5) -> None:
 
     # whole commands on a model folder holding this DiT
     tmp = tempfile.mkdtemp(prefix="wanctl-bench-")
-    from wanctl.core.models import resolve_model
+    from wanctl.core.models.bundle import resolve_model
 
     folder = os.path.join(tmp, "model")
     shutil.copytree(resolve_model("tiny-t2v-a14b").path, folder)

@@ -75,23 +75,23 @@ class Toy:
     """A loaded toy model plus helpers that run wanctl's core functions in-process."""
 
     def __init__(self, name: str):
-        from wanctl.core.models import LoadOptions, open_bundle
+        from wanctl.core.models.bundle import LoadOptions, open_bundle
 
         self.bundle = open_bundle(name, options=LoadOptions(device="cpu", dtype="fp32", cache=False))
         self.fam = self.bundle.family
 
     def encode(self, frames) -> torch.Tensor:
-        from wanctl.core.codec import encode_frames
+        from wanctl.core.models.codec import encode_frames
 
         return encode_frames(self.bundle.vae(), list(frames))
 
     def decode(self, lat) -> np.ndarray:
-        from wanctl.core.codec import decode_latents
+        from wanctl.core.models.codec import decode_latents
 
         return np.stack(list(decode_latents(self.bundle.vae(), lat)))
 
     def embed(self, *prompts):
-        from wanctl.core.text import encode_prompts
+        from wanctl.core.models.text import encode_prompts
 
         return encode_prompts(self.bundle, list(prompts))
 
@@ -100,7 +100,7 @@ class Toy:
 
 
 def latent_artifact(toy: Toy, clip: Clip):
-    from wanctl.core.artifact import Artifact, new_meta
+    from wanctl.core.io.artifact import Artifact, new_meta
 
     frames = render(clip)
     lat = toy.encode(frames)
@@ -112,10 +112,10 @@ def latent_artifact(toy: Toy, clip: Clip):
 
 
 def edit_and_roundtrip(quick: bool) -> dict:
-    from wanctl.core.conditioning import build_condition
-    from wanctl.core.inversion import run_inversion, source_condition
-    from wanctl.core.sampling import Guidance, VelocityModel, denoise
-    from wanctl.core.schedule import make_schedule
+    from wanctl.core.sampling.conditioning import build_condition
+    from wanctl.core.workflows.invert import run_inversion, source_condition
+    from wanctl.core.sampling.velocity import Guidance, VelocityModel, denoise
+    from wanctl.core.sampling.schedule import make_schedule
 
     toy = Toy("toy-ti2v-5b")
     seeds = SEEDS[:3] if quick else SEEDS
@@ -178,9 +178,9 @@ def edit_and_roundtrip(quick: bool) -> dict:
 
 def flf2v(quick: bool) -> dict:
     from wanctl.core.families import DEFAULT_NEGATIVE_PROMPT
-    from wanctl.core.flf2v import run_flf2v
-    from wanctl.core.sampling import Guidance, seeded_noise
-    from wanctl.core.schedule import make_schedule
+    from wanctl.core.workflows.flf2v import run_flf2v
+    from wanctl.core.sampling.velocity import Guidance, seeded_noise
+    from wanctl.core.sampling.schedule import make_schedule
 
     toy = Toy("toy-i2v-a14b")
     seeds = SEEDS[:3] if quick else SEEDS
@@ -218,9 +218,9 @@ def flf2v(quick: bool) -> dict:
 
 def t2v_runs(toy: Toy, caption: str, seed: int, steps: int, **plan_kw):
     from wanctl.core.families import DEFAULT_NEGATIVE_PROMPT
-    from wanctl.core.generation import resolve_guidance
-    from wanctl.core.schedule import make_schedule
-    from wanctl.core.t2v import plan_t2v, run_t2v
+    from wanctl.core.workflows.denoise import resolve_guidance
+    from wanctl.core.sampling.schedule import make_schedule
+    from wanctl.core.workflows.t2v import plan_t2v, run_t2v
 
     g = resolve_guidance(toy.fam, None, None)
     sched = make_schedule(steps, toy.fam.preset.shift)

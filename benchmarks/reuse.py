@@ -17,12 +17,12 @@ from _runner import headline, measure_pair, setup_env, table
 
 setup_env()
 
-from wanctl.core.encoding import encode, plan_encode  # noqa: E402
-from wanctl.core.generation import Target, noise_from_artifact, prepare_images, run_denoise  # noqa: E402
-from wanctl.core.inversion import run_inversion  # noqa: E402
-from wanctl.core.models import LoadOptions, open_bundle  # noqa: E402
-from wanctl.core.sampling import Guidance  # noqa: E402
-from wanctl.core.schedule import make_schedule  # noqa: E402
+from wanctl.core.workflows.encode import encode, plan_encode  # noqa: E402
+from wanctl.core.workflows.denoise import Target, noise_from_artifact, prepare_images, run_denoise  # noqa: E402
+from wanctl.core.workflows.invert import run_inversion  # noqa: E402
+from wanctl.core.models.bundle import LoadOptions, open_bundle  # noqa: E402
+from wanctl.core.sampling.velocity import Guidance  # noqa: E402
+from wanctl.core.sampling.schedule import make_schedule  # noqa: E402
 
 MODEL, STEPS, SIZE, FRAMES = "tiny-ti2v-5b", 10, (64, 64), 9
 GUIDANCE = Guidance(5.0, 5.0)

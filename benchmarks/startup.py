@@ -20,7 +20,7 @@ setup_env()
 def main(pairs: int = 5) -> None:
     import torch
 
-    from wanctl.core.artifact import Artifact, new_meta, write_artifact
+    from wanctl.core.io.artifact import Artifact, new_meta, write_artifact
 
     tmp = tempfile.mkdtemp(prefix="wanctl-bench-")
     art = os.path.join(tmp, "a.safetensors")

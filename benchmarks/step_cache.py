@@ -28,10 +28,10 @@ FRAMES, WIDTH, HEIGHT, STEPS = 49, 256, 160, 12
 def main(pairs: int = 5) -> None:
     import tempfile
 
-    from wanctl.core.acceleration import accelerated
-    from wanctl.core.sampling import Guidance
-    from wanctl.core.schedule import make_schedule
-    from wanctl.core.t2v import plan_t2v, run_t2v
+    from wanctl.core.sampling.acceleration import accelerated
+    from wanctl.core.sampling.velocity import Guidance
+    from wanctl.core.sampling.schedule import make_schedule
+    from wanctl.core.workflows.t2v import plan_t2v, run_t2v
 
     import os
 

@@ -38,7 +38,7 @@ def assets(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def bundles():
     """Loaded built-in bundles, cached for the session: bundles(name) -> ModelBundle (fp32, cpu)."""
-    from wanctl.core.models import LoadOptions, open_bundle
+    from wanctl.core.models.bundle import LoadOptions, open_bundle
 
     cache: dict = {}
 

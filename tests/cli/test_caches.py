@@ -9,7 +9,7 @@ import torch
 
 from conftest import invoke
 from wanctl.core import trace
-from wanctl.core.artifact import read_artifact
+from wanctl.core.io.artifact import read_artifact
 
 
 @pytest.fixture()
@@ -17,8 +17,8 @@ def cache_env(tmp_path, monkeypatch):
     """A private cache dir (built-in models reused from the session cache) and a trace file."""
     import os
 
-    from wanctl.core import builtin
-
+    from wanctl.core.models import builtin
+    
     for name, b in builtin.BUILTINS.items():  # generate them in the shared cache first
         if not b.packaged:
             builtin.ensure(name)

@@ -21,7 +21,7 @@ def test_help_imports_no_torch():
 def test_info_imports_no_torch(tmp_path):
     import torch
 
-    from wanctl.core.artifact import Artifact, new_meta, write_artifact
+    from wanctl.core.io.artifact import Artifact, new_meta, write_artifact
 
     p = tmp_path / "a.safetensors"
     write_artifact(str(p), Artifact({"latents": torch.zeros(1, 16, 2, 4, 4)},

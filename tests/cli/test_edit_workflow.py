@@ -11,7 +11,7 @@ from PIL import Image
 
 from conftest import assert_one_line_error, invoke, run_cli
 from wanctl.core import trace
-from wanctl.core.artifact import read_artifact
+from wanctl.core.io.artifact import read_artifact
 
 
 @pytest.fixture(scope="module")
@@ -158,8 +158,8 @@ def test_trajectory_and_strength(tmp_path, edit):
 def _modified_copy(src_name: str, dest, component: str):
     from safetensors.torch import load_file, save_file
 
-    from wanctl.core import builtin
-
+    from wanctl.core.models import builtin
+    
     builtin.init(src_name, dest)
     f = dest / component / "diffusion_pytorch_model.safetensors"
     sd = load_file(str(f))
@@ -182,7 +182,7 @@ def test_fingerprint_warning_and_vae_refusal(tmp_path, edit, assets):
 
 
 def test_out_of_memory_exit_code(tmp_path, edit, assets, monkeypatch):
-    import wanctl.core.generation as gen
+    import wanctl.core.workflows.denoise as gen
 
     def boom(*a, **k):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")

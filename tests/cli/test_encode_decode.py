@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import assert_one_line_error, invoke, run_cli
-from wanctl.core.artifact import Artifact, new_meta, read_artifact, write_artifact
+from wanctl.core.io.artifact import Artifact, new_meta, read_artifact, write_artifact
 
 
 def _probe_video(path):
@@ -54,7 +54,7 @@ def test_pipe_through_stdout(tmp_path, assets):
     )
     proc = subprocess.run(cmd, shell=True, capture_output=True, timeout=300)
     assert proc.returncode == 0, proc.stderr.decode()
-    from wanctl.core.video import probe
+    from wanctl.core.io.video import probe
 
     assert probe(str(tmp_path / "p.gif")).frames == 9
 
@@ -204,7 +204,7 @@ def test_missing_model_folder_subprocess(tmp_path, assets):
 def test_incomplete_model_folder(tmp_path, assets):
     import shutil
 
-    from wanctl.core.models import resolve_model
+    from wanctl.core.models.bundle import resolve_model
 
     d = tmp_path / "m"
     shutil.copytree(resolve_model("tiny-ti2v-5b").path, d)

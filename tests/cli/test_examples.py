@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from conftest import ROOT
-from wanctl.core.artifact import read_artifact
+from wanctl.core.io.artifact import read_artifact
 
 
 def _env():

@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 
 from conftest import assert_one_line_error, invoke, run_cli
-from wanctl.core.artifact import read_artifact
+from wanctl.core.io.artifact import read_artifact
 from wanctl.toy.shapes import example_clip, render
 
 

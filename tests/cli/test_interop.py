@@ -10,9 +10,9 @@ import torch
 from PIL import Image
 
 from conftest import assert_one_line_error, invoke
-from wanctl.core.artifact import read_artifact, read_input
-from wanctl.core.comfy import to_normalized
-from wanctl.core.models import resolve_model
+from wanctl.core.io.artifact import read_artifact, read_input
+from wanctl.core.io.comfy import to_normalized
+from wanctl.core.models.bundle import resolve_model
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +104,7 @@ def test_offload_modes_same_latents(tmp_path, mode):
 
 def test_model_offload_keeps_one_expert_on_the_device():
     """--offload model moves the active component to the device and the others home (fake device)."""
-    from wanctl.core.models import LoadOptions, ModelBundle
+    from wanctl.core.models.bundle import LoadOptions, ModelBundle
 
     class Fake:
         def __init__(self, device):

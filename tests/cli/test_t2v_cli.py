@@ -8,7 +8,7 @@ import imageio_ffmpeg
 
 from conftest import assert_one_line_error, invoke, run_cli
 from wanctl.core import trace
-from wanctl.core.artifact import read_artifact
+from wanctl.core.io.artifact import read_artifact
 
 
 def test_t2v_half_frame_decode_subprocess(tmp_path):

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from wanctl.core import acceleration as acc
+from wanctl.core.sampling import acceleration as acc
 from wanctl.core.errors import BadInputError
-from wanctl.core.sampling import Guidance
-from wanctl.core.schedule import make_schedule
-from wanctl.core.t2v import plan_t2v, run_t2v
-from wanctl.core.text import encode_prompts
+from wanctl.core.sampling.velocity import Guidance
+from wanctl.core.sampling.schedule import make_schedule
+from wanctl.core.workflows.t2v import plan_t2v, run_t2v
+from wanctl.core.models.text import encode_prompts
 
 G = Guidance(4.0, 3.0)
 
@@ -92,7 +92,7 @@ def test_attention_backends_and_compile(bundles):
     with pytest.raises(BadInputError, match="not available here"):
         acc.set_attention(b, "xformers")  # not installed in this environment
     acc.set_attention(b, "native")
-    from wanctl.core.models import ModelBundle
+    from wanctl.core.models.bundle import ModelBundle
 
     fresh = ModelBundle(b.spec, b.options)
     acc.compile_blocks(fresh)

@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from wanctl.core.artifact import (
+from wanctl.core.io.artifact import (
     Artifact,
     atomic_path,
     new_meta,
@@ -188,7 +188,7 @@ def test_header_read_does_not_import_torch(tmp_path):
     write_artifact(str(p), make_artifact())
     code = (
         "import sys\n"
-        "from wanctl.core.artifact import read_header\n"
+        "from wanctl.core.io.artifact import read_header\n"
         f"h = read_header({str(p)!r})\n"
         "assert h.meta['kind'] == 'latent'\n"
         "print('torch' in sys.modules)\n"
@@ -204,7 +204,7 @@ def test_stdout_and_stdin(tmp_path):
     write_artifact(str(p), art)
     code = (
         "import sys\n"
-        "from wanctl.core.artifact import read_artifact, write_artifact\n"
+        "from wanctl.core.io.artifact import read_artifact, write_artifact\n"
         "a = read_artifact('-')\n"
         "write_artifact('-', a)\n"
     )

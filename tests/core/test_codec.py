@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from wanctl.core.codec import decode_latents, denormalize, encode_frames, normalize, to_pixels
+from wanctl.core.models.codec import decode_latents, denormalize, encode_frames, normalize, to_pixels
 from wanctl.toy.shapes import example_clip, render
 
 
@@ -55,7 +55,7 @@ def test_first_latent_frame_depends_on_first_frame_only(bundles, frames):
 
 
 def test_tiled_path_runs(bundles, frames):
-    from wanctl.core.models import LoadOptions, ModelBundle
+    from wanctl.core.models.bundle import LoadOptions, ModelBundle
 
     b = bundles("tiny-t2v-a14b")
     tiled = ModelBundle(b.spec, LoadOptions(device="cpu", vae_tiling=True))

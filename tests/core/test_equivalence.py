@@ -7,10 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
-from wanctl.core.conditioning import build_condition
-from wanctl.core.sampling import Guidance, VelocityModel, denoise, seeded_noise
-from wanctl.core.schedule import make_schedule
-from wanctl.core.text import encode_prompts
+from wanctl.core.sampling.conditioning import build_condition
+from wanctl.core.sampling.velocity import Guidance, VelocityModel, denoise, seeded_noise
+from wanctl.core.sampling.schedule import make_schedule
+from wanctl.core.models.text import encode_prompts
 from wanctl.toy.shapes import example_clip, render_frame
 
 W, H, F, STEPS, SEED = 64, 64, 9, 6, 7

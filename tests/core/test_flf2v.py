@@ -7,10 +7,10 @@ import torch
 from PIL import Image
 
 from wanctl.core.errors import BadInputError
-from wanctl.core.flf2v import conditions, forwards_per_step, fusion_weights, run_flf2v
-from wanctl.core.sampling import Guidance, seeded_noise
-from wanctl.core.schedule import make_schedule
-from wanctl.core.text import encode_prompts
+from wanctl.core.workflows.flf2v import conditions, forwards_per_step, fusion_weights, run_flf2v
+from wanctl.core.sampling.velocity import Guidance, seeded_noise
+from wanctl.core.sampling.schedule import make_schedule
+from wanctl.core.models.text import encode_prompts
 from wanctl.toy.shapes import example_clip, render
 
 W, H, F, STEPS = 64, 64, 9, 6

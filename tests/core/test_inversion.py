@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from wanctl.core.encoding import encode, plan_encode
-from wanctl.core.inversion import run_inversion, source_condition
-from wanctl.core.sampling import VelocityModel, denoise
-from wanctl.core.schedule import make_schedule
-from wanctl.core.text import encode_prompts
+from wanctl.core.workflows.encode import encode, plan_encode
+from wanctl.core.workflows.invert import run_inversion, source_condition
+from wanctl.core.sampling.velocity import VelocityModel, denoise
+from wanctl.core.sampling.schedule import make_schedule
+from wanctl.core.models.text import encode_prompts
 
 PROMPT = "a red circle moving right"
 

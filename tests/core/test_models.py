@@ -8,9 +8,9 @@ import shutil
 import pytest
 import torch
 
-from wanctl.core import builtin
+from wanctl.core.models import builtin
 from wanctl.core.errors import ModelError
-from wanctl.core.models import (
+from wanctl.core.models.bundle import (
     LoadOptions,
     ModelBundle,
     component_fingerprint,
@@ -117,8 +117,8 @@ def test_fingerprint_stable_and_sensitive(tmp_path):
 
 def test_builtin_and_init_folder_same_path_same_latents(tmp_path, assets):
     """`model init` writes the same folder the built-in uses, and both load through one path."""
-    from wanctl.core.encoding import encode, plan_encode
-    from wanctl.core.models import open_bundle
+    from wanctl.core.workflows.encode import encode, plan_encode
+    from wanctl.core.models.bundle import open_bundle
 
     dest = tmp_path / "tiny"
     builtin.init("tiny-ti2v-5b", dest)

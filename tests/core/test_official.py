@@ -1,4 +1,4 @@
-"""Official Wan2.2 checkpoints and ComfyUI single files (wanctl.core.official).
+"""Official Wan2.2 checkpoints and ComfyUI single files (wanctl.core.models.official).
 
 A synthetic official-layout folder is written from each built-in tiny model (diffusers layout) by
 renaming its weights to the official key names with an inverse mapping written here, independently
@@ -18,9 +18,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from wanctl.core import official
+from wanctl.core.models import official
 from wanctl.core.errors import ModelError
-from wanctl.core.official import OfficialLayout, detect_official, load_official_component, verify_official
+from wanctl.core.models.official import OfficialLayout, detect_official, load_official_component, verify_official
 
 TINY = {"ti2v-5b": "tiny-ti2v-5b", "t2v-a14b": "tiny-t2v-a14b", "i2v-a14b": "tiny-i2v-a14b"}
 MODEL_TYPE = {"ti2v-5b": "ti2v", "t2v-a14b": "t2v", "i2v-a14b": "i2v"}
@@ -231,7 +231,7 @@ def t5_to_official(key: str) -> str | None:
 
 
 def _tiny_path(family: str) -> Path:
-    from wanctl.core.models import resolve_model
+    from wanctl.core.models.bundle import resolve_model
 
     return resolve_model(TINY[family]).path
 

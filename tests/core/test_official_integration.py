@@ -10,8 +10,8 @@ import torch
 
 from conftest import invoke
 from test_official import _comfy_dit_file, _tiny_path, write_official_folder
-from wanctl.core.artifact import read_artifact
-from wanctl.core.models import LoadOptions, open_bundle, resolve_model
+from wanctl.core.io.artifact import read_artifact
+from wanctl.core.models.bundle import LoadOptions, open_bundle, resolve_model
 
 
 @pytest.fixture(scope="module")

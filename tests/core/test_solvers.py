@@ -12,8 +12,8 @@ import math
 import pytest
 import torch
 
-from wanctl.core.schedule import make_schedule, model_timestep, route_expert
-from wanctl.core.solvers import SOLVERS, euler_refined, model_calls
+from wanctl.core.sampling.schedule import make_schedule, model_timestep, route_expert
+from wanctl.core.sampling.solvers import SOLVERS, euler_refined, model_calls
 
 MU, SD = 0.7, 0.4
 
@@ -67,7 +67,7 @@ def test_inversion_round_trip_analytic():
 def test_unipc_matches_diffusers_scheduler():
     from diffusers import UniPCMultistepScheduler
 
-    from wanctl.core.builtin import scheduler_config
+    from wanctl.core.models.builtin import scheduler_config
 
     x0 = torch.linspace(-2, 2, 12).view(1, 3, 4)
     for n in (3, 8, 20):
@@ -83,7 +83,7 @@ def test_unipc_matches_diffusers_scheduler():
 def test_schedule_matches_diffusers_grid():
     from diffusers import UniPCMultistepScheduler
 
-    from wanctl.core.builtin import scheduler_config
+    from wanctl.core.models.builtin import scheduler_config
 
     sch = UniPCMultistepScheduler.from_config(scheduler_config(12.0))
     sch.set_timesteps(40)

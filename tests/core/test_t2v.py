@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from wanctl.core.errors import BadInputError
-from wanctl.core.sampling import Guidance
-from wanctl.core.schedule import make_schedule
-from wanctl.core.t2v import COMPLETIONS, complete_frames, plan_t2v, run_t2v
-from wanctl.core.text import encode_prompts
+from wanctl.core.sampling.velocity import Guidance
+from wanctl.core.sampling.schedule import make_schedule
+from wanctl.core.workflows.t2v import COMPLETIONS, complete_frames, plan_t2v, run_t2v
+from wanctl.core.models.text import encode_prompts
 
 W, H, SEED = 64, 64, 11
 PROMPT, NEG = "a cat walking on the beach", "static, blurry"

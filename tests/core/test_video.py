@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from wanctl.core import video as vio
+from wanctl.core.io import video as vio
 from wanctl.core.errors import BadInputError
 from wanctl.toy.shapes import example_clip, render
 

@@ -175,7 +175,7 @@ def load_options(device: str | None, dtype: str = "bf16", vae_dtype: str = "fp32
                  no_cache: bool = False, offload: str = "none", text_encoder_device: str | None = None):
     from wanctl.core.env import default_device
     from wanctl.core.errors import BadInputError
-    from wanctl.core.models import OFFLOAD_MODES, LoadOptions, parse_dtype
+    from wanctl.core.models.bundle import OFFLOAD_MODES, LoadOptions, parse_dtype
 
     parse_dtype(dtype)
     parse_dtype(vae_dtype)

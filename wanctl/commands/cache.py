@@ -19,7 +19,7 @@ KindOpt = Annotated[Optional[str], typer.Option("--kind", help="embeddings or in
 
 
 def _kinds(kind: str | None) -> tuple[str, ...]:
-    from wanctl.core import cache
+    from wanctl.core.io import cache
     from wanctl.core.errors import BadInputError
 
     if kind is None:
@@ -48,8 +48,8 @@ def list_entries(kind: KindOpt = None, as_json: JsonOpt = False) -> None:
     """
     import datetime as dt
 
-    from wanctl.core import cache
-
+    from wanctl.core.io import cache
+    
     rows = cache.entries(_kinds(kind))
     if as_json:
         for e in rows:
@@ -74,8 +74,8 @@ def size(as_json: JsonOpt = False) -> None:
 
       wanctl cache size
     """
-    from wanctl.core import cache
-
+    from wanctl.core.io import cache
+    
     sizes = cache.sizes()
     if as_json:
         emit_json({"root": str(cache.root()), "bytes": sizes, "total": sum(sizes.values())})
@@ -100,8 +100,8 @@ def prune(
 
       wanctl cache prune --kind embeddings
     """
-    from wanctl.core import cache
-
+    from wanctl.core.io import cache
+    
     age = cache.parse_age(older_than) if older_than else None
     n, freed = cache.prune(_kinds(kind), age)
     if as_json:

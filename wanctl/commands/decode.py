@@ -57,16 +57,16 @@ def decode(
 
       wanctl encode clip.mp4 -o - | wanctl decode - -o roundtrip.mp4
     """
-    from wanctl.core import video as vio
-    from wanctl.core.artifact import check_family, check_output_file, read_input
-    from wanctl.core.encoding import decode as run_decode
+    from wanctl.core.io import video as vio
+    from wanctl.core.io.artifact import check_family, check_output_file, read_input
+    from wanctl.core.workflows.encode import decode as run_decode
     from wanctl.core.errors import BadInputError
-    from wanctl.core.models import open_bundle
+    from wanctl.core.models.bundle import open_bundle
 
     vio.output_kind(output)
     check_output_file(output.rstrip("/"), force)
-    from wanctl.core import comfy
-
+    from wanctl.core.io import comfy
+    
     art = read_input(latent, kinds=("latent", "noise"))
     comfy.check_model_given(art, model)
     batch = art.latents.shape[0]

@@ -94,14 +94,14 @@ def denoise(
 
       wanctl denoise -i first.png -p "a cat on a beach" --seed 1 --size 832x480 --frames 81 -o out.safetensors
     """
-    from wanctl.core import generation as gen
-    from wanctl.core.artifact import check_output, check_output_file, output_format, read_artifact, write_artifact
+    from wanctl.core.workflows import denoise as gen
+    from wanctl.core.io.artifact import check_output, check_output_file, output_format, read_artifact, write_artifact
     from wanctl.core.errors import BadInputError
     from wanctl.core.families import check_frames, check_size
-    from wanctl.core.models import open_bundle
-    from wanctl.core.schedule import make_schedule
-    from wanctl.core.solvers import get_solver
-    from wanctl.core.video import fit_size, load_image
+    from wanctl.core.models.bundle import open_bundle
+    from wanctl.core.sampling.schedule import make_schedule
+    from wanctl.core.sampling.solvers import get_solver
+    from wanctl.core.io.video import fit_size, load_image
 
     targets = gen.plan_targets(first_frames=first_frame or [], manifest=manifest, prompt=prompt, output=output)
     multi = len(targets) > 1
@@ -169,7 +169,7 @@ def denoise(
         elif t.output != "-":
             info(f"wrote {t.output}")
 
-    from wanctl.core.acceleration import accelerated
+    from wanctl.core.sampling.acceleration import accelerated
 
     todo = sum(1 for t in targets if not t.error)
     with accelerated(bundle, src.schedule, solver, cache=cache, threshold=cache_threshold, interval=cache_interval,

@@ -51,10 +51,10 @@ def encode(
 
       wanctl encode frames/ --fps 24 -o - | wanctl info -
     """
-    from wanctl.core.artifact import check_output, write_artifact
-    from wanctl.core.encoding import encode as run_encode
-    from wanctl.core.encoding import plan_encode
-    from wanctl.core.models import open_bundle
+    from wanctl.core.io.artifact import check_output, write_artifact
+    from wanctl.core.workflows.encode import encode as run_encode
+    from wanctl.core.workflows.encode import plan_encode
+    from wanctl.core.models.bundle import open_bundle
 
     check_output(output, force)
     opts = load_options(device, vae_dtype=vae_dtype, vae_tiling=vae_tiling)

@@ -26,10 +26,10 @@ def export(
 
       wanctl export --comfy edit.safetensors -o edit.latent
     """
-    from wanctl.core import comfy as comfy_io
-    from wanctl.core.artifact import check_family, check_output, check_output_file, read_artifact
+    from wanctl.core.io import comfy as comfy_io
+    from wanctl.core.io.artifact import check_family, check_output, check_output_file, read_artifact
     from wanctl.core.errors import BadInputError
-    from wanctl.core.models import resolve_model
+    from wanctl.core.models.bundle import resolve_model
 
     if not comfy:
         raise BadInputError("choose an export format: --comfy")

@@ -84,18 +84,18 @@ def flf2v(
 
       wanctl flf2v -i a.png -l b.png -p "..." --noise source.noise.safetensors -o out.safetensors
     """
-    from wanctl.core import video as vio
-    from wanctl.core.artifact import Artifact, check_output, check_output_file, input_record, new_meta, read_artifact, sha256_file, write_artifact
-    from wanctl.core.encoding import decode
+    from wanctl.core.io import video as vio
+    from wanctl.core.io.artifact import Artifact, check_output, check_output_file, input_record, new_meta, read_artifact, sha256_file, write_artifact
+    from wanctl.core.workflows.encode import decode
     from wanctl.core.errors import BadInputError
     from wanctl.core.families import DEFAULT_NEGATIVE_PROMPT, check_frames, check_size
-    from wanctl.core.flf2v import BIDIRECTIONAL_SOLVERS, FUSIONS, MODES, run_flf2v
-    from wanctl.core.generation import fresh_noise, noise_from_artifact, resolve_guidance
-    from wanctl.core.models import open_bundle
-    from wanctl.core.schedule import make_schedule
-    from wanctl.core.solvers import get_solver
-    from wanctl.core.text import encode_prompts
-    from wanctl.core.video import aspect_differs, fit_size, load_image, resize_crop
+    from wanctl.core.workflows.flf2v import BIDIRECTIONAL_SOLVERS, FUSIONS, MODES, run_flf2v
+    from wanctl.core.workflows.denoise import fresh_noise, noise_from_artifact, resolve_guidance
+    from wanctl.core.models.bundle import open_bundle
+    from wanctl.core.sampling.schedule import make_schedule
+    from wanctl.core.sampling.solvers import get_solver
+    from wanctl.core.models.text import encode_prompts
+    from wanctl.core.io.video import aspect_differs, fit_size, load_image, resize_crop
 
     check_output(output, force)
     if decode_to:

@@ -89,7 +89,7 @@ def info(
 
       wanctl info noise.safetensors --json | jq .params
     """
-    from wanctl.core.artifact import STDIO, read_header, read_stdin
+    from wanctl.core.io.artifact import STDIO, read_header, read_stdin
 
     for f in files:
         data = read_stdin() if f == STDIO else None

@@ -68,19 +68,19 @@ def invert(
 
       wanctl invert clip.safetensors -p "..." --strength 0.7 --save-trajectory traj.zarr -o noise.safetensors
     """
-    from wanctl.core import cache
-    from wanctl.core.artifact import check_output, now_iso, read_input, write_artifact
-    from wanctl.core.inversion import inversion_key, run_inversion
-    from wanctl.core.models import open_bundle
-    from wanctl.core.schedule import make_schedule
-    from wanctl.core.solvers import get_solver
+    from wanctl.core.io import cache
+    from wanctl.core.io.artifact import check_output, now_iso, read_input, write_artifact
+    from wanctl.core.workflows.invert import inversion_key, run_inversion
+    from wanctl.core.models.bundle import open_bundle
+    from wanctl.core.sampling.schedule import make_schedule
+    from wanctl.core.sampling.solvers import get_solver
 
     check_output(output, force)
     if save_trajectory:
         check_output(save_trajectory, force)
     get_solver(solver, inversion=True)
-    from wanctl.core import comfy
-
+    from wanctl.core.io import comfy
+    
     art = read_input(latent, kinds=("latent",))
     comfy.check_model_given(art, model)
     opts = load_options(device, dtype=dtype, no_cache=no_cache, offload=offload,

@@ -26,8 +26,8 @@ def list_models(as_json: JsonOpt = False) -> None:
 
       wanctl model list
     """
-    from wanctl.core import builtin
-
+    from wanctl.core.models import builtin
+    
     rows = []
     for b in builtin.BUILTINS.values():
         d = builtin.builtin_dir(b.name)
@@ -63,8 +63,8 @@ def init(
 
       wanctl model init tiny-i2v-a14b ./models/tiny-i2v
     """
-    from wanctl.core import builtin
-
+    from wanctl.core.models import builtin
+    
     out = builtin.init(name, dest, force=force)
     info(f"wrote {name} to {out}")
 
@@ -84,7 +84,7 @@ def check(
       wanctl model check /models/Wan2.2-TI2V-5B-Diffusers
     """
     from wanctl.core.errors import EXIT_MODEL
-    from wanctl.core.models import resolve_model, verify
+    from wanctl.core.models.bundle import resolve_model, verify
 
     spec = resolve_model(folder)
     rows = verify(spec)

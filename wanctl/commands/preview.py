@@ -53,11 +53,12 @@ def preview(
     """
     from pathlib import Path
 
-    from wanctl.core import comfy, preview as pv
-    from wanctl.core.artifact import atomic_path, check_output_file, read_input
+    from wanctl.core.io import comfy
+    from wanctl.core.io import preview as pv
+    from wanctl.core.io.artifact import atomic_path, check_output_file, read_input
     from wanctl.core.errors import BadInputError
     from wanctl.core.families import FAMILIES
-    from wanctl.core.models import resolve_model
+    from wanctl.core.models.bundle import resolve_model
 
     kind = Path(output).suffix.lower()
     if kind not in (".png", ".gif"):
@@ -71,8 +72,8 @@ def preview(
     if not 0 <= index < art.latents.shape[0]:
         raise BadInputError(f"--index {index} out of range: {art.latents.shape[0]} video(s)")
     if vae:
-        from wanctl.core.encoding import decode
-        from wanctl.core.models import ModelBundle
+        from wanctl.core.workflows.encode import decode
+        from wanctl.core.models.bundle import ModelBundle
 
         bundle = ModelBundle(spec, load_options(device))
         video = list(decode(bundle, art, index=index))

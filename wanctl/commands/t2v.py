@@ -108,13 +108,13 @@ def t2v(
 
       wanctl t2v -m ti2v-folder -p "..." --half-frame --half-frame-until 0.9 -o out.safetensors
     """
-    from wanctl.core import video as vio
-    from wanctl.core.artifact import check_output, check_output_file
+    from wanctl.core.io import video as vio
+    from wanctl.core.io.artifact import check_output, check_output_file
     from wanctl.core.errors import BadInputError
     from wanctl.core.families import check_frames, check_size
-    from wanctl.core.generation import resolve_guidance
-    from wanctl.core.models import open_bundle
-    from wanctl.core.schedule import make_schedule
+    from wanctl.core.workflows.denoise import resolve_guidance
+    from wanctl.core.models.bundle import open_bundle
+    from wanctl.core.sampling.schedule import make_schedule
 
     if output is None and not dry_run:
         raise BadInputError("missing -o/--output (or use --dry-run)")
@@ -139,7 +139,7 @@ def t2v(
     bnd = boundary if boundary is not None else bundle.spec.boundary
     sched = make_schedule(steps or pre.steps, shift if shift is not None else pre.shift, grid)
     g = resolve_guidance(fam, guidance, guidance_low)
-    from wanctl.core.t2v import plan_t2v
+    from wanctl.core.workflows.t2v import plan_t2v
 
     plan = plan_t2v(bundle, sched, frames=n_frames, width=width, height=height, guidance=g, solver=solver,
                     half_frame=half_frame, completion=completion, half_frame_until=half_frame_until,
@@ -167,13 +167,13 @@ def t2v(
 
 def _generate(bundle, plan, *, prompt, negative_prompt, guidance, seed, width, height, frames, boundary, output,
               decode_to, force, as_json, accel) -> None:
-    from wanctl.core import video as vio
-    from wanctl.core.acceleration import accelerated
-    from wanctl.core.artifact import Artifact, new_meta, write_artifact
-    from wanctl.core.encoding import decode
+    from wanctl.core.io import video as vio
+    from wanctl.core.sampling.acceleration import accelerated
+    from wanctl.core.io.artifact import Artifact, new_meta, write_artifact
+    from wanctl.core.workflows.encode import decode
     from wanctl.core.families import DEFAULT_NEGATIVE_PROMPT
-    from wanctl.core.t2v import run_t2v
-    from wanctl.core.text import encode_prompts
+    from wanctl.core.workflows.t2v import run_t2v
+    from wanctl.core.models.text import encode_prompts
 
     fam = bundle.family
     uses_cfg = any(p.cfg for p in plan.steps)

@@ -14,7 +14,7 @@ from wanctl.toy.shapes import demo_clip, demo_targets, example_clip, render, tar
 
 
 def write_assets(out: str | Path, force: bool = False, demo: bool = False) -> dict[str, Path]:
-    from wanctl.core.video import VideoWriter, save_image
+    from wanctl.core.io.video import VideoWriter, save_image
 
     out = Path(out)
     (out / "targets").mkdir(parents=True, exist_ok=True)

@@ -12,8 +12,8 @@ import numpy as np
 
 
 def side_by_side(videos: list[str], every: int = 4, scale: int = 2) -> np.ndarray:
-    from wanctl.core.preview import contact_sheet, upscale
-    from wanctl.core.video import read_video_frames
+    from wanctl.core.io.preview import contact_sheet, upscale
+    from wanctl.core.io.video import read_video_frames
 
     rows = []
     for v in videos:
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     from PIL import Image
 
-    from wanctl.core.artifact import atomic_path
+    from wanctl.core.io.artifact import atomic_path
 
     with atomic_path(a.out, force=True) as tmp:
         Image.fromarray(side_by_side(a.videos, a.every, a.scale)).save(tmp, format="PNG")

@@ -196,7 +196,7 @@ def build_data(work: Path, kind: str, n: int, seed: int, log: Log) -> Path:
     import torch
     from diffusers import AutoencoderKLWan
 
-    from wanctl.core.codec import normalize
+    from wanctl.core.models.codec import normalize
     from wanctl.core.families import DEFAULT_NEGATIVE_PROMPT
 
     out = work / f"data-{kind}.pt"
@@ -232,10 +232,10 @@ def build_data(work: Path, kind: str, n: int, seed: int, log: Log) -> Path:
 
 def _caption_embeddings(work: Path, prompts: list[str], lane: str) -> dict:
     """Embeddings of every caption with the built-in tiny umT5 (frozen, random, fixed seed)."""
-    from wanctl.core.builtin import write_text_components
-    from wanctl.core.models import LoadOptions, ModelBundle, ModelSpec
+    from wanctl.core.models.builtin import write_text_components
+    from wanctl.core.models.bundle import LoadOptions, ModelBundle, ModelSpec
     from wanctl.core.families import FAMILIES
-    from wanctl.core.text import encode_prompts
+    from wanctl.core.models.text import encode_prompts
 
     text_dir = work / "text"
     if not (text_dir / "text_encoder").exists():
@@ -331,7 +331,7 @@ def train_dit(family: str, steps: int, batch: int, work: Path, log: Log, seed: i
             both = (r >= 0.60) & (r < 0.85)
             for mask_idx, key, last in ((first, "cond_first", False), (both, "cond_both", True)):
                 if mask_idx.any():
-                    from wanctl.core.conditioning import i2v_mask
+                    from wanctl.core.sampling.conditioning import i2v_mask
 
                     m = i2v_mask(FRAMES, T, h, w, True, last, batch=int(mask_idx.sum()))
                     cond[mask_idx] = torch.cat([m, data[key][torch.tensor(idx)[mask_idx]].float()], dim=1)
@@ -402,7 +402,7 @@ def assemble(work: Path, dest: Path, log_path: Path, budget: Budget, seed: int) 
     import torch
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
 
-    from wanctl.core.builtin import write_pipeline_files
+    from wanctl.core.models.builtin import write_pipeline_files
 
     losses = _final_losses(log_path)
     minutes = _training_minutes(log_path)
@@ -456,7 +456,7 @@ def fit_rgb_factors(vae, seed: int) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from wanctl.core.codec import normalize
+    from wanctl.core.models.codec import normalize
 
     rng = random.Random(seed)
     clips, _ = _clip_batch(rng, 48)
@@ -535,7 +535,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     torch.set_num_threads(a.threads or os.cpu_count() or 1)
-    from wanctl.core.models import quiet_libraries
+    from wanctl.core.models.bundle import quiet_libraries
 
     quiet_libraries()
     budget = Budget().scaled(0.004 if a.quick else a.scale)

@@ -16,7 +16,7 @@ from wanctl.core import trace
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-    from wanctl.core.models import ModelBundle
+    from wanctl.core.models.bundle import ModelBundle
 
 MAX_LENGTH = 512
 
@@ -40,8 +40,8 @@ def encode_prompts(bundle: "ModelBundle", prompts: Sequence[str], max_length: in
     tokenizer's fingerprints, the prompt, the length and the dtype); the text encoder is loaded
     only if some prompt is missing.
     """
-    from wanctl.core import cache
-
+    from wanctl.core.io import cache
+    
     distinct = list(dict.fromkeys(prompts))
     out: dict = {}
     keys: dict = {}
@@ -91,7 +91,7 @@ def _encode(bundle: "ModelBundle", prompts: list[str], max_length: int) -> dict[
 
 
 def _embedding_artifact(bundle: "ModelBundle", prompt: str, emb: "torch.Tensor", max_length: int):
-    from wanctl.core.artifact import Artifact, new_meta
+    from wanctl.core.io.artifact import Artifact, new_meta
 
     meta = new_meta("embedding", family=bundle.family.name, command="text-encode", noise_level=0.0,
                     model=bundle.record(["text_encoder", "tokenizer"]),

@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
     import torch
 
-    from wanctl.core.models import ModelBundle
+    from wanctl.core.models.bundle import ModelBundle
 
 
 @dataclass
@@ -101,7 +101,7 @@ class Condition:
 
 def prepare_image(img: "np.ndarray", width: int, height: int) -> "np.ndarray":
     """A target frame resized to cover (width, height) and center-cropped (uint8 HWC)."""
-    from wanctl.core.video import resize_crop
+    from wanctl.core.io.video import resize_crop
 
     return resize_crop(img, width, height)
 
@@ -124,7 +124,7 @@ def encode_condition_video(vae, first, last, frames: int, width: int, height: in
     """VAE-encode [first, zeros..., last] (zeros are mid-gray, 0 in [-1, 1]); normalized mean."""
     import torch
 
-    from wanctl.core.codec import chunk_sizes, encode_pixel_chunks, to_pixels
+    from wanctl.core.models.codec import chunk_sizes, encode_pixel_chunks, to_pixels
 
     def frame(k: int) -> "torch.Tensor":
         if k == 0 and first is not None:
@@ -172,7 +172,7 @@ def build_condition(
             return Condition(pinned=first_latent.float(), patch=patch)
         if first is None:
             return Condition(patch=patch)
-        from wanctl.core.codec import encode_frames
+        from wanctl.core.models.codec import encode_frames
 
         return Condition(pinned=encode_frames(bundle.vae(), [first]), patch=patch)
     # mask-concat (i2v-a14b): the model always takes 36 channels and is trained with a first frame

@@ -15,17 +15,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-from wanctl.core.artifact import Artifact, artifact_digest, check_family, first_frame, input_record, new_meta
-from wanctl.core.conditioning import Condition, build_condition, empty_condition
+from wanctl.core.io.artifact import Artifact, artifact_digest, check_family, first_frame, input_record, new_meta
+from wanctl.core.sampling.conditioning import Condition, build_condition, empty_condition
 from wanctl.core.errors import BadInputError
-from wanctl.core.sampling import VelocityModel, invert
-from wanctl.core.schedule import Schedule
-from wanctl.core.text import encode_prompts
+from wanctl.core.sampling.velocity import VelocityModel, invert
+from wanctl.core.sampling.schedule import Schedule
+from wanctl.core.models.text import encode_prompts
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-    from wanctl.core.models import ModelBundle
+    from wanctl.core.models.bundle import ModelBundle
 
 
 @dataclass
@@ -52,7 +52,7 @@ def first_frame_pixels(bundle: "ModelBundle", art: Artifact, index: int, notice=
         return img
     if art.meta.get("noise_level", 0.0) > 0:
         raise BadInputError(f"{art.path or '<stdin>'}: this noise has no stored first frame; pass --first-frame")
-    from wanctl.core.codec import decode_latents
+    from wanctl.core.models.codec import decode_latents
 
     if notice:
         notice("artifact has no stored first frame: decoding latent frame 0 with the VAE to rebuild it")
@@ -81,8 +81,8 @@ def source_condition(bundle: "ModelBundle", art: Artifact, conditional: bool, no
 def inversion_key(bundle: "ModelBundle", latent: Artifact, *, prompt: str, schedule: Schedule, solver: str,
                   refine: int, conditional: bool) -> str:
     """Cache key: the source latent's content, the model's fingerprints and every parameter."""
-    from wanctl.core import cache
-
+    from wanctl.core.io import cache
+    
     tensors = [latent.latents] + ([latent.tensors["first_frame"]] if "first_frame" in latent.tensors else [])
     return cache.key_of({
         "source": cache.tensor_digest(*tensors),

@@ -25,7 +25,7 @@ from wanctl.core import trace
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-    from wanctl.core.artifact import Artifact
+    from wanctl.core.io.artifact import Artifact
 
 KINDS = ("embeddings", "inversions")
 
@@ -50,7 +50,7 @@ def entry_path(kind: str, key: str) -> Path:
 
 def get(kind: str, key: str, notice: Callable[[str], None] | None = None) -> "Artifact | None":
     """A validated entry, or None. A corrupt entry is removed (and reported) so it gets rebuilt."""
-    from wanctl.core.artifact import read_artifact
+    from wanctl.core.io.artifact import read_artifact
     from wanctl.core.errors import BadInputError
 
     p = entry_path(kind, key)
@@ -76,7 +76,7 @@ def get(kind: str, key: str, notice: Callable[[str], None] | None = None) -> "Ar
 
 
 def put(kind: str, key: str, art: "Artifact") -> None:
-    from wanctl.core.artifact import write_artifact
+    from wanctl.core.io.artifact import write_artifact
 
     p = entry_path(kind, key)
     try:
@@ -112,7 +112,7 @@ class Entry:
 
 
 def entries(kinds: tuple[str, ...] = KINDS) -> list[Entry]:
-    from wanctl.core.artifact import read_header
+    from wanctl.core.io.artifact import read_header
     from wanctl.core.errors import BadInputError
 
     out = []

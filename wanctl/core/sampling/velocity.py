@@ -12,14 +12,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
 from wanctl.core import trace
-from wanctl.core.conditioning import Condition
-from wanctl.core.schedule import Schedule, model_timestep, route_expert
-from wanctl.core.solvers import euler_refined, get_solver
+from wanctl.core.sampling.conditioning import Condition
+from wanctl.core.sampling.schedule import Schedule, model_timestep, route_expert
+from wanctl.core.sampling.solvers import euler_refined, get_solver
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-    from wanctl.core.models import ModelBundle
+    from wanctl.core.models.bundle import ModelBundle
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ class VelocityModel:
         return self.guidance.for_expert(expert)
 
     def _forward(self, expert: str, inp, ts, emb, branch: str = "cond"):
-        from wanctl.core.rope import reversed_time_rope
+        from wanctl.core.sampling.rope import reversed_time_rope
 
         dit = self.bundle.transformer(expert)
         self.calls.append((expert, inp.shape[0], inp.shape[2]))

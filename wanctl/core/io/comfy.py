@@ -13,12 +13,12 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from wanctl.core.artifact import META_KEY, Artifact, STDIO, atomic_path, new_meta, read_stdin
+from wanctl.core.io.artifact import META_KEY, Artifact, STDIO, atomic_path, new_meta, read_stdin
 from wanctl.core.errors import BadInputError
 from wanctl.core.families import FAMILIES
 
 if TYPE_CHECKING:  # pragma: no cover
-    from wanctl.core.models import ModelBundle, ModelSpec
+    from wanctl.core.models.bundle import ModelBundle, ModelSpec
 
 SUFFIX = ".latent"
 LEGACY_SCALE = 0.18215
@@ -67,7 +67,7 @@ def read_comfy(path: str) -> Artifact:
     import torch
     from safetensors.torch import load
 
-    from wanctl.core.artifact import parse_safetensors_header
+    from wanctl.core.io.artifact import parse_safetensors_header
 
     where = "<stdin>" if path == STDIO else path
     if path == STDIO:

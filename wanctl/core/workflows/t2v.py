@@ -23,17 +23,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
-from wanctl.core.conditioning import Condition
+from wanctl.core.sampling.conditioning import Condition
 from wanctl.core.errors import BadInputError
-from wanctl.core.flops import dit_flops, tokens_for
-from wanctl.core.sampling import Guidance, VelocityModel, seeded_noise
-from wanctl.core.schedule import Schedule, model_timestep, route_expert
-from wanctl.core.solvers import CALLS_PER_STEP, get_solver
+from wanctl.core.sampling.flops import dit_flops, tokens_for
+from wanctl.core.sampling.velocity import Guidance, VelocityModel, seeded_noise
+from wanctl.core.sampling.schedule import Schedule, model_timestep, route_expert
+from wanctl.core.sampling.solvers import CALLS_PER_STEP, get_solver
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-    from wanctl.core.models import ModelBundle
+    from wanctl.core.models.bundle import ModelBundle
 
 COMPLETIONS = ("repeat", "interpolate", "renoise")
 RENOISE_SEED_OFFSET = 1_000_003  # the inserted frames' noise: seed + this

@@ -13,19 +13,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable
 
-from wanctl.core.artifact import Artifact, artifact_digest, check_family, first_frame, input_record, new_meta, sha256_file
-from wanctl.core.conditioning import Condition, build_condition, empty_condition
+from wanctl.core.io.artifact import Artifact, artifact_digest, check_family, first_frame, input_record, new_meta, sha256_file
+from wanctl.core.sampling.conditioning import Condition, build_condition, empty_condition
 from wanctl.core.errors import BadInputError
 from wanctl.core.families import DEFAULT_NEGATIVE_PROMPT, FamilySpec
-from wanctl.core.sampling import Guidance, VelocityModel, denoise, seeded_noise
-from wanctl.core.schedule import Schedule, make_schedule
-from wanctl.core.text import encode_prompts
+from wanctl.core.sampling.velocity import Guidance, VelocityModel, denoise, seeded_noise
+from wanctl.core.sampling.schedule import Schedule, make_schedule
+from wanctl.core.models.text import encode_prompts
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
     import torch
 
-    from wanctl.core.models import ModelBundle
+    from wanctl.core.models.bundle import ModelBundle
 
 
 @dataclass
@@ -82,7 +82,7 @@ def read_manifest(path: str) -> list[dict]:
 
 
 def image_files(folder: str) -> list[str]:
-    from wanctl.core.video import IMAGE_EXTS
+    from wanctl.core.io.video import IMAGE_EXTS
 
     files = sorted(str(f) for f in Path(folder).iterdir() if f.suffix.lower() in IMAGE_EXTS)
     if not files:
@@ -138,7 +138,7 @@ def plan_targets(
 
 def prepare_images(targets: list[Target], width: int, height: int) -> None:
     """Load each target's first frame at the video size; record errors instead of raising."""
-    from wanctl.core.video import aspect_differs, load_image, resize_crop
+    from wanctl.core.io.video import aspect_differs, load_image, resize_crop
 
     for t in targets:
         if not t.first_frame:
@@ -178,7 +178,7 @@ class NoiseSource:
 
 
 def noise_from_artifact(art: Artifact, bundle: "ModelBundle", schedule: Schedule | None, warn=None) -> NoiseSource:
-    from wanctl.core.inversion import check_vae
+    from wanctl.core.workflows.invert import check_vae
 
     where = art.path or "<stdin>"
     check_family(art, bundle.family.name, where=where)
@@ -230,7 +230,7 @@ def target_condition(bundle: "ModelBundle", src: NoiseSource, target: Target, co
         return cond, target.first_frame
     art = src.artifact
     if art is not None and conditional_noise:
-        from wanctl.core.inversion import source_condition
+        from wanctl.core.workflows.invert import source_condition
 
         return source_condition(bundle, art, conditional=True), "noise source"
     if bundle.family.conditioning == "mask-concat" and art is None:

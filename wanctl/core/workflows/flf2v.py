@@ -21,16 +21,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-from wanctl.core.conditioning import Condition, build_condition
+from wanctl.core.sampling.conditioning import Condition, build_condition
 from wanctl.core.errors import BadInputError
-from wanctl.core.sampling import Guidance, VelocityModel, denoise
+from wanctl.core.sampling.velocity import Guidance, VelocityModel, denoise
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
     import torch
 
-    from wanctl.core.models import ModelBundle
-    from wanctl.core.schedule import Schedule
+    from wanctl.core.models.bundle import ModelBundle
+    from wanctl.core.sampling.schedule import Schedule
 
 FUSIONS = ("uniform", "linear")
 MODES = ("reencode", "mirror")
@@ -147,7 +147,7 @@ def run_flf2v(
 
 def forwards_per_step(solver: str, bidirectional: bool, cfg: bool, batch_passes: bool) -> int:
     """DiT forward passes per step (the plan the tests check)."""
-    from wanctl.core.solvers import CALLS_PER_STEP
+    from wanctl.core.sampling.solvers import CALLS_PER_STEP
 
     evals = int(CALLS_PER_STEP[solver])
     if not bidirectional:

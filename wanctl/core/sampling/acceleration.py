@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING
 
 from wanctl.core import trace
 from wanctl.core.errors import BadInputError
-from wanctl.core.schedule import Schedule, model_timestep, route_expert
+from wanctl.core.sampling.schedule import Schedule, model_timestep, route_expert
 
 if TYPE_CHECKING:  # pragma: no cover
-    from wanctl.core.models import ModelBundle
+    from wanctl.core.models.bundle import ModelBundle
 
 CACHES = ("none", "first-block", "taylorseer", "magcache")
 # backends that would download kernels from a hub at run time are not offered
@@ -94,14 +94,14 @@ def evaluations_per_expert(schedule: Schedule, solver: str, boundary: float | No
 
 
 def _calibration_key(bundle: "ModelBundle", expert: str, schedule: Schedule, solver: str) -> str:
-    from wanctl.core import cache
+    from wanctl.core.io import cache
 
     return cache.key_of({"expert": bundle.fingerprint(expert), "sigmas": list(schedule.sigmas), "solver": solver,
                          "boundary": bundle.spec.boundary})
 
 
 def _calibration_path(key: str):
-    from wanctl.core.cache import root
+    from wanctl.core.io.cache import root
 
     return root() / "magcache" / f"{key}.json"
 

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from wanctl.core.errors import ModelError
 from wanctl.core.families import FAMILIES, FamilySpec, dit_config, vae_config
-from wanctl.core.models import parse_dtype, quiet_libraries, read_json, weight_files
+from wanctl.core.models.bundle import parse_dtype, quiet_libraries, read_json, weight_files
 
 _OFFICIAL = "official model folder"  # how read_json names an official folder in its errors
 
@@ -84,7 +84,7 @@ OFFICIAL_DIT_CONFIGS: dict[str, dict] = {
 
 
 def _vae_configs() -> dict[str, dict]:
-    from wanctl.core.vae_stats import WAN21_MEAN, WAN21_STD, WAN22_MEAN, WAN22_STD
+    from wanctl.core.models.vae_stats import WAN21_MEAN, WAN21_STD, WAN22_MEAN, WAN22_STD
 
     common = dict(dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[], dropout=0.0)
     return {
@@ -451,7 +451,7 @@ def infer_dit_config(shapes: dict, official: dict | None = None, source: str = "
 def infer_vae_config(shapes: dict, source: str = "VAE checkpoint") -> tuple[str, dict]:
     """(kind, ``AutoencoderKLWan`` kwargs) from the tensor shapes (diffusers names). The latent
     statistics are not weights: they come with the kind (z_dim 16: Wan2.1, 48: Wan2.2)."""
-    from wanctl.core.vae_stats import WAN21_MEAN, WAN21_STD, WAN22_MEAN, WAN22_STD
+    from wanctl.core.models.vae_stats import WAN21_MEAN, WAN21_STD, WAN22_MEAN, WAN22_STD
 
     base, in_ch = _need(shapes, "encoder.conv_in.weight", source)[:2]
     z_dim = _need(shapes, "post_quant_conv.weight", source)[0]
@@ -757,7 +757,7 @@ class OfficialLayout:
 
     def model_index(self) -> dict:
         """model_index.json as the diffusers conversion of this family has it."""
-        from wanctl.core.builtin import model_index
+        from wanctl.core.models.builtin import model_index
 
         return model_index(self.family)
 

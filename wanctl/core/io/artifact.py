@@ -471,7 +471,7 @@ def read_artifact(
         raise BadInputError(f"{where}: cannot read tensors ({type(e).__name__}: {str(e).splitlines()[0]})") from None
     validate(tensors, meta, where, check_finite=check_finite)
     from wanctl.core import trace
-
+    
     trace.event("read_artifact", path=where, kind=meta["kind"])
     art = Artifact(tensors=dict(tensors), meta=meta, path=path)
     if data is not None:
@@ -634,9 +634,9 @@ def check_family(artifact: Artifact | Header, family: str, where: str | None = N
 
 def read_input(path: str, *, kinds: Iterable[str] | None = None) -> Artifact:
     """Read any accepted latent input: a wanctl artifact, or a ComfyUI ``.latent`` file (raw
-    space until :func:`wanctl.core.comfy.to_normalized` is applied with the model in use)."""
-    from wanctl.core import comfy
-
+    space until :func:`wanctl.core.io.comfy.to_normalized` is applied with the model in use)."""
+    from wanctl.core.io import comfy
+    
     if comfy.is_comfy(path):
         art = comfy.read_comfy(path)
         if kinds is not None and art.meta["kind"] not in tuple(kinds):

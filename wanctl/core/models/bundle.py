@@ -146,7 +146,7 @@ def inspect_official(path: Path) -> ModelSpec | None:
     """An official Wan2.2 folder, a ComfyUI single DiT file, or a JSON model description
     ({"transformer": ..., "transformer_2": ..., "vae": ..., "text_encoder": ..., "tokenizer": ...},
     paths relative to the JSON file); None when ``path`` is none of these."""
-    from wanctl.core.official import detect_official
+    from wanctl.core.models.official import detect_official
 
     if path.is_file() and path.suffix.lower() == ".json":
         desc = read_json(path, "model description")
@@ -207,7 +207,7 @@ def _file_digest(f: Path, memo: dict) -> str:
     key = f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}"
     if key in memo:
         return memo[key]
-    from wanctl.core.artifact import sha256_file
+    from wanctl.core.io.artifact import sha256_file
 
     digest = sha256_file(f)
     memo[key] = digest
@@ -292,8 +292,8 @@ def resolve_model(
     Without a value: ``WANCTL_MODEL``; else the model recorded in the input artifact when it is
     still available; else the default built-in (of ``family`` when known), with a notice.
     """
-    from wanctl.core import builtin
-
+    from wanctl.core.models import builtin
+    
     if value is None:
         value = os.environ.get("WANCTL_MODEL") or None
     if value is None and recorded:
@@ -436,7 +436,7 @@ class ModelBundle:
             trace.event("onload", component=component)
 
     def _official(self, component: str, dtype):
-        from wanctl.core.official import load_official_component
+        from wanctl.core.models.official import load_official_component
 
         return load_official_component(self.spec.official, component, dtype=dtype, device="cpu")
 
@@ -544,7 +544,7 @@ def open_bundle(
 
 
 def _header_shapes(files: list[Path]) -> dict[str, tuple[int, ...]]:
-    from wanctl.core.artifact import parse_safetensors_header
+    from wanctl.core.io.artifact import parse_safetensors_header
 
     shapes: dict[str, tuple[int, ...]] = {}
     for f in files:
@@ -591,7 +591,7 @@ def verify(spec: ModelSpec) -> list[dict]:
     """
     memo = _load_memo()
     if spec.official is not None:
-        from wanctl.core.official import verify_official
+        from wanctl.core.models.official import verify_official
 
         rows = verify_official(spec.official)
         for r in rows:

@@ -14,7 +14,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
     import torch
 
-    from wanctl.core.models import ModelSpec
+    from wanctl.core.models.bundle import ModelSpec
 
 
 def rgb_factors(family_vae: str, spec: "ModelSpec | None" = None) -> tuple[list, list]:

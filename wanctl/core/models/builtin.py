@@ -98,7 +98,7 @@ def ensure(name: str, notice: Callable[[str], None] | None = None) -> Path:
 
 def init(name: str, dest: str | os.PathLike, force: bool = False) -> Path:
     """Write a built-in model to ``dest`` (``wanctl model init``), atomically."""
-    from wanctl.core.artifact import atomic_path
+    from wanctl.core.io.artifact import atomic_path
 
     if name not in BUILTINS:
         raise ModelError(f"unknown built-in model {name!r}; known: {', '.join(BUILTINS)}")
@@ -145,7 +145,7 @@ def _build_tokenizer(out: Path) -> int:
 
 def _vae_kwargs(kind: str) -> dict:
     from wanctl.core.families import vae_config
-    from wanctl.core.vae_stats import WAN21_MEAN, WAN21_STD, WAN22_MEAN, WAN22_STD
+    from wanctl.core.models.vae_stats import WAN21_MEAN, WAN21_STD, WAN22_MEAN, WAN22_STD
 
     mean, std = (WAN21_MEAN, WAN21_STD) if kind == "wan2.1" else (WAN22_MEAN, WAN22_STD)
     sizes = dict(base_dim=4, dim_mult=[1, 1, 1, 1], num_res_blocks=1, attn_scales=[])
@@ -232,7 +232,7 @@ def build(name: str, out: Path) -> None:
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
 
     from wanctl.core.families import FAMILIES
-    from wanctl.core.models import quiet_libraries
+    from wanctl.core.models.bundle import quiet_libraries
 
     quiet_libraries()
     b = BUILTINS[name]

@@ -12,15 +12,15 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
-from wanctl.core import video as vio
-from wanctl.core.artifact import Artifact, input_record, new_meta, sha256_file
+from wanctl.core.io import video as vio
+from wanctl.core.io.artifact import Artifact, input_record, new_meta, sha256_file
 from wanctl.core.errors import BadInputError
 from wanctl.core.families import FamilySpec, check_frames, check_size
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
-    from wanctl.core.models import ModelBundle
+    from wanctl.core.models.bundle import ModelBundle
 
 
 @dataclass
@@ -151,7 +151,7 @@ def encode(
     import numpy as np
     import torch
 
-    from wanctl.core.codec import encode_chunks
+    from wanctl.core.models.codec import encode_chunks
 
     vae = bundle.vae()
     chunks, stats = frame_chunks(plan)
@@ -207,7 +207,7 @@ def decode(
     progress: Callable[[int], None] | None = None,
 ) -> Iterator["np.ndarray"]:
     """Yield uint8 frames of one video of the artifact's batch."""
-    from wanctl.core.codec import decode_latents
+    from wanctl.core.models.codec import decode_latents
 
     lat = artifact.latents[index : index + 1]
     return decode_latents(bundle.vae(), lat, progress)
