@@ -14,6 +14,7 @@ def compute_bundle(family: str = "t2v-a14b", dim_heads: int = 4, head_dim: int =
 
     from wanctl.core.families import FAMILIES, dit_config
     from wanctl.core.models.bundle import LoadOptions, ModelBundle, ModelSpec
+    from wanctl.core.models.diffusers_layout import DiffusersLayout
 
     fam = FAMILIES[family]
     cfg = dit_config(num_attention_heads=dim_heads, attention_head_dim=head_dim, in_channels=fam.dit_in_channels,
@@ -22,8 +23,9 @@ def compute_bundle(family: str = "t2v-a14b", dim_heads: int = 4, head_dim: int =
     torch.manual_seed(seed)
     dit = WanTransformer3DModel(**cfg).eval().requires_grad_(False).to(device)
     index = {"boundary_ratio": fam.preset.boundary, "transformer_2": ["diffusers", "WanTransformer3DModel"] if fam.experts == 2 else [None, None]}
-    spec = ModelSpec(path=Path("<memory>"), name=f"bench-{family}-d{dim_heads * head_dim}-l{layers}", family=fam,
-                     model_index=index, configs={"transformer": dict(cfg, _class_name="WanTransformer3DModel")})
+    layout = DiffusersLayout(Path("<memory>"), fam, model_index=index,
+                             configs={"transformer": dict(cfg, _class_name="WanTransformer3DModel")})
+    spec = ModelSpec(name=f"bench-{family}-d{dim_heads * head_dim}-l{layers}", layout=layout)
     bundle = ModelBundle(spec, LoadOptions(device=device, dtype="fp32"))
     bundle._loaded["transformer"] = dit
     if fam.experts == 2:

@@ -20,21 +20,20 @@ FRAMES, WIDTH, HEIGHT, STEPS = 49, 256, 160, 6
 
 
 def main(pairs: int = 5) -> None:
-    from wanctl.core.sampling.velocity import Guidance
+    from wanctl.core.sampling.plan import Guidance, plan_run
     from wanctl.core.sampling.schedule import make_schedule
-    from wanctl.core.workflows.t2v import plan_t2v, run_t2v
+    from wanctl.core.workflows.t2v import run_t2v
 
     bundle = compute_bundle(text_dim=32)
     g = torch.Generator().manual_seed(0)
     emb, neg = torch.randn(1, 512, 32, generator=g), torch.randn(1, 512, 32, generator=g)
     guidance = Guidance(4.0, 3.0)
     sched = make_schedule(STEPS, 12.0)
-    plans = {b: plan_t2v(bundle, sched, frames=FRAMES, width=WIDTH, height=HEIGHT, guidance=guidance, boundary=0.875,
-                         cfg_batch=b) for b in (False, True)}
+    plans = {b: plan_run(bundle.spec, "t2v", schedule=sched, solver="unipc", frames=FRAMES, width=WIDTH, height=HEIGHT,
+                         guidance=guidance, boundary=0.875, branches_batched=b) for b in (False, True)}
 
     def run(b):
-        return lambda: run_t2v(bundle, plans[b], embeds=emb, negative=neg, guidance=guidance, seed=0, width=WIDTH,
-                               height=HEIGHT, boundary=0.875).latents
+        return lambda: run_t2v(bundle, plans[b], embeds=emb, negative=neg, seed=0).latents
 
     diff = (run(True)() - run(False)()).abs().max().item()
     pair = measure_pair(run(False), run(True), pairs=pairs)

@@ -20,9 +20,9 @@ setup_env()
 import torch  # noqa: E402
 
 from _models import compute_bundle  # noqa: E402
-from wanctl.core.sampling.velocity import Guidance  # noqa: E402
+from wanctl.core.sampling.plan import Guidance, plan_run  # noqa: E402
 from wanctl.core.sampling.schedule import make_schedule  # noqa: E402
-from wanctl.core.workflows.t2v import plan_t2v, run_t2v  # noqa: E402
+from wanctl.core.workflows.t2v import run_t2v  # noqa: E402
 
 FRAMES, WIDTH, HEIGHT = 49, 256, 160  # 13 latent frames of 20 x 32 (A14B stride 8)
 
@@ -35,12 +35,11 @@ def main(pairs: int = 5) -> None:
     rows, results = [], {}
     for steps in (20, 40):
         sched = make_schedule(steps, 12.0)
-        plans = {hf: plan_t2v(bundle, sched, frames=FRAMES, width=WIDTH, height=HEIGHT, guidance=g, solver="unipc",
-                              half_frame=hf, boundary=0.875) for hf in (False, True)}
+        plans = {hf: plan_run(bundle.spec, "t2v", schedule=sched, solver="unipc", frames=FRAMES, width=WIDTH,
+                              height=HEIGHT, guidance=g, half_frame=hf, boundary=0.875) for hf in (False, True)}
 
         def run(hf):
-            return lambda: run_t2v(bundle, plans[hf], embeds=emb, negative=None, guidance=g, seed=0, width=WIDTH,
-                                   height=HEIGHT, boundary=0.875)
+            return lambda: run_t2v(bundle, plans[hf], embeds=emb, negative=None, seed=0)
 
         pair = measure_pair(run(False), run(True), pairs=pairs, warmup=1 if steps == 20 else 0)
         predicted = 1.0 / plans[True].relative_flops

@@ -1,7 +1,8 @@
 """Overhead: wanctl's own t2v loop against diffusers' WanPipeline doing the same work.
 
-Same random-weight DiT (dim 256, 4 layers, both A14B experts), same grid (UniPC, shift 12,
-boundary 0.875), same CFG scales, same seed, 13 latent frames x 20 x 32 (2,080 tokens).
+Same random-weight DiT (dim 256, 4 layers, both A14B experts), same grid (UniPC on diffusers' grid,
+``grid="diffusers"`` / ``--grid diffusers``, shift 12, boundary 0.875), same CFG scales, same seed,
+13 latent frames x 20 x 32 (2,080 tokens).
 
 * in-process: run_t2v against WanPipeline(prompt_embeds=...) per step, median of 5 pairs;
   target: wanctl / diffusers <= 1.02.
@@ -44,25 +45,25 @@ def main(pairs: int = 5) -> None:
     from diffusers import UniPCMultistepScheduler, WanPipeline
 
     from wanctl.core.models.builtin import scheduler_config
-    from wanctl.core.sampling.velocity import Guidance
+    from wanctl.core.sampling.plan import Guidance, plan_run
     from wanctl.core.sampling.schedule import make_schedule
-    from wanctl.core.workflows.t2v import plan_t2v, run_t2v
+    from wanctl.core.workflows.t2v import run_t2v
 
     bundle = compute_bundle(text_dim=32)
     dit = bundle.transformer()
     g = torch.Generator().manual_seed(0)
     emb, neg = torch.randn(1, 512, 32, generator=g), torch.randn(1, 512, 32, generator=g)
     guidance = Guidance(4.0, 3.0)
-    sched = make_schedule(STEPS, 12.0)
-    plan = plan_t2v(bundle, sched, frames=FRAMES, width=WIDTH, height=HEIGHT, guidance=guidance, boundary=0.875)
+    sched = make_schedule(STEPS, 12.0, grid="diffusers")  # the grid of diffusers' UniPCMultistepScheduler
+    plan = plan_run(bundle.spec, "t2v", schedule=sched, solver="unipc", frames=FRAMES, width=WIDTH, height=HEIGHT,
+                    guidance=guidance, boundary=0.875)
     pipe = WanPipeline(tokenizer=None, text_encoder=None, vae=None,
                        scheduler=UniPCMultistepScheduler.from_config(scheduler_config(12.0)),
                        transformer=dit, transformer_2=dit, boundary_ratio=0.875)
     pipe.set_progress_bar_config(disable=True)
 
     def ours():
-        return run_t2v(bundle, plan, embeds=emb, negative=neg, guidance=guidance, seed=0, width=WIDTH, height=HEIGHT,
-                       boundary=0.875).latents
+        return run_t2v(bundle, plan, embeds=emb, negative=neg, seed=0).latents
 
     def stock():
         return pipe(prompt_embeds=emb, negative_prompt_embeds=neg, height=HEIGHT, width=WIDTH, num_frames=FRAMES,
@@ -84,8 +85,9 @@ def main(pairs: int = 5) -> None:
     env = dict(os.environ, WANCTL_NO_CACHE="1")
     py = sys.executable
     cmd_ours = [py, "-m", "wanctl", "t2v", "-m", folder, "-p", "a red circle moving right", "-n", "static",
-                "--size", f"{WIDTH}x{HEIGHT}", "--frames", str(FRAMES), "--steps", str(STEPS), "--guidance", "4",
-                "--guidance-low", "3", "--dtype", "fp32", "-o", os.path.join(tmp, "o.safetensors"), "--force"]
+                "--size", f"{WIDTH}x{HEIGHT}", "--frames", str(FRAMES), "--steps", str(STEPS), "--grid", "diffusers",
+                "--guidance", "4", "--guidance-low", "3", "--dtype", "fp32", "-o", os.path.join(tmp, "o.safetensors"),
+                "--force"]
     script = os.path.join(tmp, "pipe.py")
     with open(script, "w") as f:
         f.write(PIPE_SCRIPT.format(h=HEIGHT, w=WIDTH, f=FRAMES, n=STEPS))

@@ -95,6 +95,14 @@ class Toy:
 
         return encode_prompts(self.bundle, list(prompts))
 
+    def denoise_plan(self, schedule, solver: str, guidance=None):
+        """The plan of denoising one SIZE x SIZE, FRAMES-frame latent on ``schedule`` (no CFG unless
+        ``guidance`` is given; the official default negative prompt with it)."""
+        from wanctl.core.sampling.plan import NO_GUIDANCE, plan_run
+
+        return plan_run(self.bundle.spec, "denoise", schedule=schedule, solver=solver, frames=FRAMES, width=SIZE,
+                        height=SIZE, guidance=guidance or NO_GUIDANCE)
+
 
 # --------------------------------------------------------------------------- 1 + 2: edits, round trips
 
@@ -113,9 +121,9 @@ def latent_artifact(toy: Toy, clip: Clip):
 
 def edit_and_roundtrip(quick: bool) -> dict:
     from wanctl.core.sampling.conditioning import build_condition
-    from wanctl.core.workflows.invert import run_inversion, source_condition
-    from wanctl.core.sampling.velocity import Guidance, VelocityModel, denoise
-    from wanctl.core.sampling.schedule import make_schedule
+    from wanctl.core.sampling.executor import sample
+    from wanctl.core.sampling.plan import Guidance
+    from wanctl.core.workflows.invert import plan_invert, run_inversion, source_condition
 
     toy = Toy("toy-ti2v-5b")
     seeds = SEEDS[:3] if quick else SEEDS
@@ -131,14 +139,15 @@ def edit_and_roundtrip(quick: bool) -> dict:
             src = eval_clip(seed)
             tgt = retarget(src, seed)
             art, frames = latent_artifact(toy, src)
-            sched = make_schedule(steps, toy.fam.preset.shift)
-            noise = run_inversion(toy.bundle, art, prompt=src.caption(), schedule=sched, solver=solver,
+            inv = plan_invert(toy.bundle, art, steps=steps, shift=toy.bundle.preset.shift, solver=solver)
+            noise = run_inversion(toy.bundle, art, inv, prompt=src.caption(),
                                   conditional=cond_mode == "conditional").noise
             target_frame = render(tgt)[0]
             emb = toy.embed(tgt.caption(), DEFAULT_NEGATIVE_PROMPT)
             cond = build_condition(toy.bundle, first=target_frame)
-            model = VelocityModel(toy.bundle, emb[tgt.caption()], cond, Guidance(5.0, 5.0), emb[DEFAULT_NEGATIVE_PROMPT])
-            out = toy.decode(denoise(model, noise.latents, sched, solver, cond))
+            plan = toy.denoise_plan(inv.schedule, solver, guidance=Guidance(5.0, 5.0))
+            lat, _ = sample(toy.bundle, plan, noise.latents, cond, emb[tgt.caption()], emb[DEFAULT_NEGATIVE_PROMPT])
+            out = toy.decode(lat)
             src_path = M.path(frames, color=COLORS[src.shapes[0].color])
             tgt_color = COLORS[tgt.shapes[0].color]
             edit_path = M.path(out, color=tgt_color, threshold=90)
@@ -159,13 +168,12 @@ def edit_and_roundtrip(quick: bool) -> dict:
         ps = []
         for seed in seeds[:3]:
             art, frames = latent_artifact(toy, eval_clip(seed))
-            sched = make_schedule(n, toy.fam.preset.shift)
-            noise = run_inversion(toy.bundle, art, prompt=eval_clip(seed).caption(), schedule=sched, solver=solver,
-                                  refine=refine).noise
+            inv = plan_invert(toy.bundle, art, steps=n, shift=toy.bundle.preset.shift, solver=solver, refine=refine)
+            noise = run_inversion(toy.bundle, art, inv, prompt=eval_clip(seed).caption()).noise
             cond = source_condition(toy.bundle, art, True)
             emb = toy.embed(eval_clip(seed).caption())
-            model = VelocityModel(toy.bundle, emb[eval_clip(seed).caption()], cond)
-            rec = denoise(model, noise.latents, sched, "euler" if refine else solver, cond)
+            plan = toy.denoise_plan(inv.schedule, "euler" if refine else solver)
+            rec, _ = sample(toy.bundle, plan, noise.latents, cond, emb[eval_clip(seed).caption()])
             ps.append(M.psnr(toy.decode(rec), toy.decode(art.latents)))
         rt_rows.append([solver + (f" --refine {refine}" if refine else ""), n, statistics.mean(ps)])
     print(f"\n2. inversion round trip (invert -> denoise, same prompt and first frame, no CFG), toy-ti2v-5b, clips {seeds[:3]}")
@@ -178,9 +186,10 @@ def edit_and_roundtrip(quick: bool) -> dict:
 
 def flf2v(quick: bool) -> dict:
     from wanctl.core.families import DEFAULT_NEGATIVE_PROMPT
-    from wanctl.core.workflows.flf2v import run_flf2v
-    from wanctl.core.sampling.velocity import Guidance, seeded_noise
+    from wanctl.core.sampling.plan import Guidance, plan_run
     from wanctl.core.sampling.schedule import make_schedule
+    from wanctl.core.sampling.velocity import seeded_noise
+    from wanctl.core.workflows.flf2v import run_flf2v
 
     toy = Toy("toy-i2v-a14b")
     seeds = SEEDS[:3] if quick else SEEDS
@@ -197,9 +206,15 @@ def flf2v(quick: bool) -> dict:
             frames = render(clip)
             emb = toy.embed(clip.caption(), DEFAULT_NEGATIVE_PROMPT)
             noise = seeded_noise((1, 16, 5, SIZE // 8, SIZE // 8), seed)
-            lat, _ = run_flf2v(toy.bundle, first=frames[0], last=frames[-1], frames=FRAMES, width=SIZE, height=SIZE,
-                               embeds=emb[clip.caption()], negative=emb[DEFAULT_NEGATIVE_PROMPT], guidance=Guidance(5.0, 5.0),
-                               schedule=make_schedule(steps, 16.0), noise=noise, solver="euler", **kw)
+            bidirectional = kw.get("bidirectional", False)
+            # the bidirectional passes (and their CFG branches) as one batched forward, the forward-only
+            # run's CFG branches as two
+            plan = plan_run(toy.bundle.spec, "flf2v", schedule=make_schedule(steps, 16.0), solver="euler", frames=FRAMES,
+                            width=SIZE, height=SIZE, guidance=Guidance(5.0, 5.0), negative_prompt=DEFAULT_NEGATIVE_PROMPT,
+                            bidirectional=bidirectional, branches_batched=bidirectional)
+            run_kw = {k: v for k, v in kw.items() if k != "bidirectional"}
+            lat = run_flf2v(toy.bundle, plan, first=frames[0], last=frames[-1], embeds=emb[clip.caption()],
+                            negative=emb[DEFAULT_NEGATIVE_PROMPT], noise=noise, **run_kw).latents
             video = toy.decode(lat)
             lp.append(M.psnr(video[-1], frames[-1]))
             p = M.path(video, color=COLORS[clip.shapes[0].color], threshold=90)
@@ -217,19 +232,19 @@ def flf2v(quick: bool) -> dict:
 
 
 def t2v_runs(toy: Toy, caption: str, seed: int, steps: int, **plan_kw):
-    from wanctl.core.families import DEFAULT_NEGATIVE_PROMPT
-    from wanctl.core.workflows.denoise import resolve_guidance
+    from wanctl.core.sampling.plan import plan_run, resolve_guidance
     from wanctl.core.sampling.schedule import make_schedule
-    from wanctl.core.workflows.t2v import plan_t2v, run_t2v
+    from wanctl.core.workflows.t2v import run_t2v
 
-    g = resolve_guidance(toy.fam, None, None)
-    sched = make_schedule(steps, toy.fam.preset.shift)
-    plan = plan_t2v(toy.bundle, sched, frames=FRAMES, width=SIZE, height=SIZE, guidance=g, boundary=toy.bundle.spec.boundary,
-                    **plan_kw)
-    emb = toy.embed(caption, DEFAULT_NEGATIVE_PROMPT)
+    pre = toy.bundle.preset
+    g = resolve_guidance(toy.fam, pre, None, None)
+    sched = make_schedule(steps, pre.shift)
+    plan = plan_run(toy.bundle.spec, "t2v", schedule=sched, solver="unipc", frames=FRAMES, width=SIZE, height=SIZE,
+                    guidance=g, boundary=toy.bundle.spec.boundary, **plan_kw)
+    neg = plan.negative_prompt  # the official default negative prompt where CFG is on
+    emb = toy.embed(caption, *([neg] if neg is not None else []))
     t0 = time.perf_counter()
-    res = run_t2v(toy.bundle, plan, embeds=emb[caption], negative=emb[DEFAULT_NEGATIVE_PROMPT], guidance=g, seed=seed,
-                  width=SIZE, height=SIZE, boundary=toy.bundle.spec.boundary)
+    res = run_t2v(toy.bundle, plan, embeds=emb[caption], negative=emb[neg] if neg is not None else None, seed=seed)
     return toy.decode(res.latents), plan, time.perf_counter() - t0
 
 

@@ -18,14 +18,13 @@ from _runner import headline, measure_pair, setup_env, table
 setup_env()
 
 from wanctl.core.workflows.encode import encode, plan_encode  # noqa: E402
-from wanctl.core.workflows.denoise import Target, noise_from_artifact, prepare_images, run_denoise  # noqa: E402
-from wanctl.core.workflows.invert import run_inversion  # noqa: E402
+from wanctl.core.workflows.denoise import (  # noqa: E402
+    Target, noise_from_artifact, plan_denoise, prepare_images, run_denoise)
+from wanctl.core.workflows.invert import plan_invert, run_inversion  # noqa: E402
 from wanctl.core.models.bundle import LoadOptions, open_bundle  # noqa: E402
-from wanctl.core.sampling.velocity import Guidance  # noqa: E402
-from wanctl.core.sampling.schedule import make_schedule  # noqa: E402
 
 MODEL, STEPS, SIZE, FRAMES = "tiny-ti2v-5b", 10, (64, 64), 9
-GUIDANCE = Guidance(5.0, 5.0)
+GUIDANCE = 5.0  # --guidance 5 (ti2v-5b has one expert)
 
 
 def main(pairs: int = 5) -> None:
@@ -39,7 +38,7 @@ def main(pairs: int = 5) -> None:
     base = open_bundle(MODEL, options=opts)
     latent, _ = encode(base, plan_encode(str(assets["clip"]), base.family, frames=FRAMES, size=SIZE))
     latent.path = "clip.safetensors"
-    sched = make_schedule(STEPS, base.family.preset.shift)
+    shift = base.preset.shift
     frames = [str(assets["green-triangle"]), str(assets["yellow-square"])]
 
     def targets(n):
@@ -49,10 +48,12 @@ def main(pairs: int = 5) -> None:
 
     def one_run(ts):
         bundle = open_bundle(MODEL, options=opts)  # a fresh process loads everything again
-        noise = run_inversion(bundle, latent, prompt="a red circle", schedule=sched).noise
+        inv = plan_invert(bundle, latent, steps=STEPS, shift=shift, solver="euler")
+        noise = run_inversion(bundle, latent, inv, prompt="a red circle").noise
         noise.path = "noise.safetensors"
         src = noise_from_artifact(noise, bundle, None)
-        run_denoise(bundle, src, ts, solver="euler", guidance=GUIDANCE, negative_prompt=None, on_result=lambda t, a: None)
+        plan = plan_denoise(bundle, src, solver="euler", guidance=GUIDANCE, negative_prompt=None)
+        run_denoise(bundle, plan, src, ts, on_result=lambda t, a: None)
 
     rows = []
     ratio = {}

@@ -29,9 +29,9 @@ def main(pairs: int = 5) -> None:
     import tempfile
 
     from wanctl.core.sampling.acceleration import accelerated
-    from wanctl.core.sampling.velocity import Guidance
+    from wanctl.core.sampling.plan import Guidance, plan_run
     from wanctl.core.sampling.schedule import make_schedule
-    from wanctl.core.workflows.t2v import plan_t2v, run_t2v
+    from wanctl.core.workflows.t2v import run_t2v
 
     import os
 
@@ -44,7 +44,8 @@ def main(pairs: int = 5) -> None:
     emb, neg = torch.randn(1, 512, 32, generator=g), torch.randn(1, 512, 32, generator=g)
     guidance = Guidance(1.0, 1.0)
     sched = make_schedule(STEPS, 12.0)
-    plan = plan_t2v(bundle, sched, frames=FRAMES, width=WIDTH, height=HEIGHT, guidance=guidance, boundary=0.875)
+    plan = plan_run(bundle.spec, "t2v", schedule=sched, solver="unipc", frames=FRAMES, width=WIDTH, height=HEIGHT,
+                    guidance=guidance, boundary=0.875)
     computed: dict = {}
     for e in bundle.experts():
         bundle.transformer(e).blocks[-1].ffn.net[0].register_forward_hook(
@@ -53,9 +54,8 @@ def main(pairs: int = 5) -> None:
     def run(mode, threshold=None):
         def go():
             computed.clear()
-            with accelerated(bundle, sched, "unipc", cache=mode, threshold=threshold):
-                return run_t2v(bundle, plan, embeds=emb, negative=neg, guidance=guidance, seed=0, width=WIDTH,
-                               height=HEIGHT, boundary=0.875).latents
+            with accelerated(bundle, cache=mode, threshold=threshold) as caches:
+                return run_t2v(bundle, plan, embeds=emb, negative=neg, seed=0, caches=caches).latents
         return go
 
     ref = run("none")()

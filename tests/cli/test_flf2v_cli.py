@@ -24,7 +24,7 @@ def test_flf2v_bidirectional_subprocess(tmp_path):
     a, b = _frames(tmp_path)
     out = tmp_path / "f.safetensors"
     proc = run_cli("flf2v", "-m", "tiny-i2v-a14b", "-i", str(a), "-l", str(b), "-p", "the circle moves right",
-                   "--frames", "9", "--steps", "4", "--bidirectional", "--fusion", "linear", "-o", str(out),
+                   "--frames", "9", "--steps", "4", "--bidirectional", "--fusion", "linear", "--cfg-batch", "-o", str(out),
                    "--decode", str(tmp_path / "f.gif"), "--json")
     assert proc.returncode == 0, proc.stderr.decode()
     assert b"last frame 96x96 resized and center-cropped" in proc.stderr

@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 
 from conftest import assert_one_line_error, invoke
-from wanctl.core.io.artifact import read_artifact, read_input
+from wanctl.core.io.artifact import read_artifact
+from wanctl.core.io.inputs import read_input
 from wanctl.core.io.comfy import to_normalized
 from wanctl.core.models.bundle import resolve_model
 

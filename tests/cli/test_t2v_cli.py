@@ -24,7 +24,14 @@ def test_t2v_half_frame_decode_subprocess(tmp_path):
     assert {c["frames"] for c in calls if c["expert"] == "transformer_2"} == {5}
     art = read_artifact(str(out))
     p = art.meta["params"]
-    assert p["half_frame"] and p["completion"] == "renoise" and p["half_frames"] == 3
+    assert p["plan"]["completion"] == "renoise" and p["plan"]["half_frames"] == 3
+    # each traced call carries its plan step and timestep; per step, as many calls as planned
+    planned = {st["index"]: (st["t"], st["forwards"]) for st in p["plan"]["steps"]}
+    seen: dict = {}
+    for c in calls:
+        assert c["t"] == planned[c["step"]][0]
+        seen[c["step"]] = seen.get(c["step"], 0) + 1
+    assert seen == {i: f for i, (_, f) in planned.items()}
     assert p["guidance"] == {"high_noise": 4.0, "low_noise": 3.0} and p["boundary"] == 0.875
     assert p["schedule"]["shift"] == 12.0 and p["seed"] == 0
     gen = imageio_ffmpeg.read_frames(str(mp4))
@@ -35,13 +42,16 @@ def test_dry_run_plan():
     r = invoke("t2v", "-m", "tiny-t2v-a14b", "-p", "x", "--size", "832x480", "--half-frame", "--dry-run", "--json")
     assert r.exit_code == 0, r.stderr
     plan = json.loads(r.stdout)
-    steps = plan["plan"]
+    steps = plan["steps"]
     assert len(steps) == 40 and plan["switch_step"] == 26  # official 40 steps, shift 12, boundary 0.875
+    assert plan["grid"]["grid"] == "official"  # the default for built-in and real folders alike
+    assert {"s", "t", "expert", "frames", "guidance", "forwards"} <= set(steps[0])
+    assert steps[0]["guidance"] == 4.0 and steps[-1]["guidance"] == 3.0
     assert {s["frames"] for s in steps[:26]} == {11} and {s["frames"] for s in steps[26:]} == {21}
     assert [s["expert"] for s in steps].count("transformer") == 26
     assert plan["relative_flops"] < 0.75
     r = invoke("t2v", "-m", "tiny-t2v-a14b", "-p", "x", "--size", "832x480", "--dry-run")
-    assert r.exit_code == 0 and "step plan" in r.stdout and "relative to a plain run" in r.stdout
+    assert r.exit_code == 0 and "run plan" in r.stdout and "relative to a plain run" in r.stdout
 
 
 def test_t2v_bad_input(tmp_path):

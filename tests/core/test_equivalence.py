@@ -7,10 +7,12 @@ import pytest
 import torch
 from PIL import Image
 
-from wanctl.core.sampling.conditioning import build_condition
-from wanctl.core.sampling.velocity import Guidance, VelocityModel, denoise, seeded_noise
-from wanctl.core.sampling.schedule import make_schedule
 from wanctl.core.models.text import encode_prompts
+from wanctl.core.sampling.conditioning import build_condition
+from wanctl.core.sampling.executor import sample
+from wanctl.core.sampling.plan import Guidance, plan_run
+from wanctl.core.sampling.schedule import make_schedule
+from wanctl.core.sampling.velocity import seeded_noise
 from wanctl.toy.shapes import example_clip, render_frame
 
 W, H, F, STEPS, SEED = 64, 64, 9, 6, 7
@@ -31,10 +33,11 @@ def _ours(bundle, guidance, first=None, last=None):
     fam = bundle.family
     emb = encode_prompts(bundle, [PROMPT, NEGATIVE])
     cond = build_condition(bundle, frames=F, width=W, height=H, first=first, last=last)
-    model = VelocityModel(bundle, emb[PROMPT], cond, guidance, emb[NEGATIVE], bundle.spec.boundary)
+    plan = plan_run(bundle.spec, "denoise", schedule=make_schedule(STEPS, fam.preset.shift, "diffusers"), solver="unipc",
+                    frames=F, width=W, height=H, guidance=guidance, negative_prompt=NEGATIVE)
     shape = (1, fam.latent_channels, fam.latent_frames(F), H // fam.stride[1], W // fam.stride[2])
-    out = denoise(model, seeded_noise(shape, SEED), make_schedule(STEPS, fam.preset.shift), "unipc", cond)
-    return out, model
+    out, state = sample(bundle, plan, seeded_noise(shape, SEED), cond, emb[PROMPT], emb[NEGATIVE])
+    return out, state
 
 
 @pytest.mark.parametrize("name,g_high,g_low", [("tiny-ti2v-5b", 5.0, None), ("tiny-i2v-a14b", 4.0, 2.5)])
@@ -54,6 +57,6 @@ def test_first_frame_denoise_equals_wan_i2v_pipeline(bundles, name, g_high, g_lo
     diff = (ours - ref).abs().max().item()
     print(f"{name}: max |wanctl - diffusers| = {diff:.2e} (latent max {ref.abs().max():.2f})")
     assert diff <= 1e-5
-    experts = [c[0] for c in model.calls]
+    experts = [c.expert for c in model.calls]
     if bundle.family.experts == 2:  # per-expert guidance was really exercised on both experts
         assert "transformer" in experts and "transformer_2" in experts

@@ -7,10 +7,11 @@ import torch
 from PIL import Image
 
 from wanctl.core.errors import BadInputError
-from wanctl.core.workflows.flf2v import conditions, forwards_per_step, fusion_weights, run_flf2v
-from wanctl.core.sampling.velocity import Guidance, seeded_noise
-from wanctl.core.sampling.schedule import make_schedule
 from wanctl.core.models.text import encode_prompts
+from wanctl.core.sampling.plan import Guidance, plan_run
+from wanctl.core.sampling.schedule import make_schedule
+from wanctl.core.sampling.velocity import seeded_noise
+from wanctl.core.workflows.flf2v import conditions, fusion_weights, run_flf2v
 from wanctl.toy.shapes import example_clip, render
 
 W, H, F, STEPS = 64, 64, 9, 6
@@ -23,10 +24,15 @@ def frames():
     return clip[0], clip[-1]
 
 
-def _kw(bundle, frames, shift=16.0, g=Guidance(5.0, 4.0)):
+def _run(bundle, frames, solver, bidirectional=False, batched=False, shift=16.0, g=Guidance(5.0, 4.0), **kw):
+    """(latents, DiT calls, plan) of an flf2v run on the diffusers grid."""
+    plan = plan_run(bundle.spec, "flf2v", schedule=make_schedule(STEPS, shift, "diffusers"), solver=solver, frames=F,
+                    width=W, height=H, guidance=g, negative_prompt=NEG, bidirectional=bidirectional,
+                    branches_batched=batched)
     emb = encode_prompts(bundle, [PROMPT, NEG])
-    return dict(first=frames[0], last=frames[1], frames=F, width=W, height=H, embeds=emb[PROMPT], negative=emb[NEG],
-                guidance=g, schedule=make_schedule(STEPS, shift), noise=seeded_noise((1, 16, 3, 8, 8), 5))
+    res = run_flf2v(bundle, plan, first=frames[0], last=frames[1], embeds=emb[PROMPT], negative=emb[NEG],
+                    noise=seeded_noise((1, 16, 3, 8, 8), 5), **kw)
+    return res.latents, res.state.calls, plan
 
 
 def test_forward_equals_diffusers_last_image(bundles, frames):
@@ -39,20 +45,19 @@ def test_forward_equals_diffusers_last_image(bundles, frames):
     ref = pipe(image=Image.fromarray(frames[0]), last_image=Image.fromarray(frames[1]), prompt=PROMPT, negative_prompt=NEG,
                height=H, width=W, num_frames=F, num_inference_steps=STEPS, guidance_scale=5.0, guidance_scale_2=4.0,
                generator=torch.Generator().manual_seed(5), output_type="latent").frames
-    ours, calls = run_flf2v(b, solver="unipc", **_kw(b, frames))
+    ours, calls, plan = _run(b, frames, "unipc")
     diff = (ours - ref).abs().max().item()
     print(f"flf2v forward-only vs diffusers last_image: {diff:.2e}")
     assert diff <= 1e-5
-    assert len(calls) == STEPS * forwards_per_step("unipc", False, True, True)
+    assert len(calls) == plan.forwards == STEPS * 2  # CFG: two forwards per step
 
 
 def test_mirror_equals_forward_and_reencode_does_not(bundles, frames):
     b = bundles("tiny-i2v-a14b")
-    kw = _kw(b, frames)
-    forward, _ = run_flf2v(b, solver="euler", **kw)
-    mirror, _ = run_flf2v(b, solver="euler", bidirectional=True, mode="mirror", **kw)
-    ours, _ = run_flf2v(b, solver="euler", bidirectional=True, **kw)
-    ours_rope, _ = run_flf2v(b, solver="euler", bidirectional=True, reverse_rope=True, fusion="linear", **kw)
+    forward, _, _ = _run(b, frames, "euler")
+    mirror, _, _ = _run(b, frames, "euler", bidirectional=True, mode="mirror")
+    ours, _, _ = _run(b, frames, "euler", bidirectional=True)
+    ours_rope, _, _ = _run(b, frames, "euler", bidirectional=True, reverse_rope=True, fusion="linear")
     d_mirror = (mirror - forward).abs().max().item()
     d_ours = (ours - forward).abs().max().item()
     rel = ((ours - forward).norm() / forward.norm()).item()
@@ -77,14 +82,13 @@ def test_backward_condition_has_full_first_mask(bundles, frames):
 
 def test_batched_passes_equal_separate_and_call_counts(bundles, frames):
     b = bundles("tiny-i2v-a14b")
-    kw = _kw(b, frames)
-    for solver in ("euler", "midpoint"):
-        batched, c1 = run_flf2v(b, solver=solver, bidirectional=True, batch_passes=True, **kw)
-        separate, c2 = run_flf2v(b, solver=solver, bidirectional=True, batch_passes=False, reverse_rope=False, **kw)
+    for solver, evals in (("euler", 1), ("midpoint", 2)):
+        batched, c1, p1 = _run(b, frames, solver, bidirectional=True, batched=True)
+        separate, c2, p2 = _run(b, frames, solver, bidirectional=True)
         assert (batched - separate).abs().max() <= 1e-5
-        assert len(c1) == STEPS * forwards_per_step(solver, True, True, True)
-        assert {c[1] for c in c1} == {4}  # forward + backward, conditional + unconditional
-        assert len(c2) == STEPS * forwards_per_step(solver, True, True, False)
+        assert len(c1) == p1.forwards == STEPS * evals
+        assert {c.batch for c in c1} == {4}  # forward + backward, conditional + unconditional
+        assert len(c2) == p2.forwards == STEPS * evals * 4
 
 
 def test_fusion_weights_and_errors(bundles, frames):
@@ -92,6 +96,10 @@ def test_fusion_weights_and_errors(bundles, frames):
     assert fusion_weights(3, "linear").flatten().tolist() == [1.0, 0.5, 0.0]
     b = bundles("tiny-i2v-a14b")
     with pytest.raises(BadInputError, match="stateless solver"):
-        run_flf2v(b, solver="unipc", bidirectional=True, **_kw(b, frames))
+        _run(b, frames, "unipc", bidirectional=True)
     with pytest.raises(BadInputError, match="i2v-a14b"):
-        run_flf2v(bundles("tiny-ti2v-5b"), **_kw(b, frames))
+        emb = encode_prompts(b, [PROMPT])
+        ti2v = bundles("tiny-ti2v-5b")
+        plan = plan_run(ti2v.spec, "flf2v", schedule=make_schedule(2, 5.0), solver="euler", frames=F, width=W, height=H)
+        run_flf2v(ti2v, plan, first=frames[0], last=frames[1], embeds=emb[PROMPT], negative=None,
+                  noise=seeded_noise((1, 48, 3, 4, 4), 5))

@@ -138,3 +138,136 @@ def test_components_load_once(bundles):
     assert b.transformer() is b.transformer()
     assert b.transformer("transformer_2") is not b.transformer()
     assert b.vae() is b.vae()
+
+
+def test_same_device_compares_devices_not_strings():
+    from wanctl.core.models.runtime import same_device
+
+    def current(device_type):  # the index a device without one means
+        return {"cuda": 0, "xpu": 1}.get(device_type, 0)
+
+    assert same_device("cuda:0", "cuda", current)
+    assert same_device("cuda", "cuda:0", current)
+    assert same_device(torch.device("cuda", 0), "cuda:0", current)
+    assert not same_device("cuda:1", "cuda", current)
+    assert same_device("cuda:1", "cuda", lambda device_type: 1)
+    assert same_device("xpu", "xpu:1", current)
+    assert same_device("cpu", torch.device("cpu"), current) and same_device("cpu:0", "cpu", current)
+    assert not same_device("cpu", "cuda", current)
+    assert not same_device("cuda:0", "mps", current)
+    assert same_device("cpu", "cpu")  # the default: the current index from torch
+
+
+class _FakeModule:
+    """Reports its weights on a device and records moves (no GPU needed)."""
+
+    def __init__(self, device: str):
+        self.param = type("P", (), {"device": torch.device(device)})()
+        self.moves: list[str] = []
+
+    def parameters(self):
+        return iter([self.param])
+
+    def to(self, device):
+        self.moves.append(str(device))
+        self.param.device = torch.device(device)
+        return self
+
+
+def test_offload_model_leaves_an_expert_in_place(monkeypatch):
+    """--offload model on CUDA: weights report "cuda:0" while the option says "cuda"; the active
+    expert must not move again on every forward, and the other goes home to the CPU once."""
+    import wanctl.core.models.runtime as runtime
+
+    monkeypatch.setattr(runtime, "current_index", lambda device_type: 0)
+    spec = resolve_model("tiny-t2v-a14b")
+    b = ModelBundle(spec, LoadOptions(device="cuda", offload="model"))
+    hi, lo = _FakeModule("cuda:0"), _FakeModule("cpu")
+    b._loaded.update(transformer=hi, transformer_2=lo)
+    for _ in range(3):
+        b._activate("transformer")
+    assert hi.moves == [] and lo.moves == []
+    b._activate("transformer_2")
+    assert hi.moves == ["cpu"] and lo.moves == ["cuda"]
+    b._activate("transformer_2")
+    assert hi.moves == ["cpu"] and lo.moves == ["cuda"]
+
+
+# --------------------------------------------------------------------------- presets
+
+
+def test_real_and_tiny_models_use_the_official_presets():
+    from wanctl.core.families import FAMILIES
+
+    for name in ("tiny-ti2v-5b", "tiny-t2v-a14b", "tiny-i2v-a14b"):
+        spec = resolve_model(name)
+        assert spec.preset == FAMILIES[spec.family.name].preset
+        assert ModelBundle(spec).preset is spec.preset
+
+
+@pytest.mark.parametrize("name", ["toy-ti2v-5b", "toy-t2v-a14b", "toy-i2v-a14b"])
+def test_toy_models_carry_their_training_size(name):
+    from dataclasses import replace
+
+    spec = resolve_model(name)
+    assert (spec.path / "wanctl_presets.json").is_file()
+    assert spec.preset == replace(spec.family.preset, steps=30, frames=17, fps=16, sizes=((64, 64),))
+    assert spec.preset.boundary == spec.boundary
+    assert ModelBundle(spec).preset.default_size == (64, 64)
+
+
+def test_shipped_files_carry_no_machine_paths():
+    import fnmatch
+    import tomllib
+    from pathlib import Path
+
+    root = Path(builtin.PACKAGED)
+    configs = sorted(root.glob("*/*/config.json"))
+    assert configs
+    for cfg in configs:
+        assert "_name_or_path" not in json.loads(cfg.read_text()), cfg
+    patterns = tomllib.loads((root.parents[2] / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["wanctl"]
+    for name in ("toy-ti2v-5b", "toy-t2v-a14b", "toy-i2v-a14b"):
+        rel = f"toy/models/{name}/wanctl_presets.json"
+        assert (root.parent.parent / rel).is_file()
+        assert any(fnmatch.fnmatch(rel, p) for p in patterns), rel  # shipped in the package
+
+
+def test_a_folder_preset_merges_over_the_family(tmp_path):
+    d = _copy_builtin("tiny-t2v-a14b", tmp_path / "m")
+    (d / "wanctl_presets.json").write_text(json.dumps({"shift": 8, "guidance_low": 2.5, "_comment": "mine"}))
+    spec = inspect_folder(d)
+    fam = spec.family.preset
+    assert (spec.preset.shift, spec.preset.guidance_low) == (8.0, 2.5)
+    assert (spec.preset.steps, spec.preset.guidance_high, spec.preset.sizes) == (fam.steps, fam.guidance_high, fam.sizes)
+
+
+@pytest.mark.parametrize(
+    "content,match",
+    [
+        ("{not json", "corrupt wanctl_presets.json"),
+        ("[1, 2]", "not a JSON object"),
+        ('{"step": 30}', "unknown preset field"),
+        ('{"boundary": 0.5}', "unknown preset field"),
+        ('{"steps": 0}', "steps must be a whole number"),
+        ('{"steps": true}', "steps must be a whole number"),
+        ('{"steps": 12.5}', "steps must be a whole number"),
+        ('{"shift": 0}', "shift must be a number above 0"),
+        ('{"shift": "5"}', "shift must be a number"),
+        ('{"guidance_high": -1}', "guidance_high must be a number from 0"),
+        ('{"frames": 18}', "frames must be a whole number 4n\\+1"),
+        ('{"fps": 23.976}', "fps must be a whole number"),
+        ('{"sizes": []}', "sizes must be a non-empty list"),
+        ('{"sizes": [[48, 64]]}', "multiple of 32"),
+        ('{"sizes": [64, 64]}', "sizes must be"),
+        ('{"sizes": [[64, 64, 3]]}', "sizes must be"),
+    ],
+)
+def test_bad_presets_file_is_one_line_model_error(tmp_path, content, match):
+    d = tmp_path / "m"
+    if not d.exists():
+        _copy_builtin("tiny-ti2v-5b", d)
+    (d / "wanctl_presets.json").write_text(content)
+    with pytest.raises(ModelError, match=match) as e:
+        inspect_folder(d)
+    assert "\n" not in e.value.message and "wanctl_presets.json" in e.value.message

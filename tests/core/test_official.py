@@ -1,4 +1,4 @@
-"""Official Wan2.2 checkpoints and ComfyUI single files (wanctl.core.models.official).
+"""Official Wan2.2 checkpoints and ComfyUI single files (wanctl.core.models.official and its helpers).
 
 A synthetic official-layout folder is written from each built-in tiny model (diffusers layout) by
 renaming its weights to the official key names with an inverse mapping written here, independently
@@ -18,9 +18,12 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from wanctl.core.models import official
 from wanctl.core.errors import ModelError
-from wanctl.core.models.official import OfficialLayout, detect_official, load_official_component, verify_official
+from wanctl.core.families import dit_config, vae_config
+from wanctl.core.models import official_configs, official_keys, weights
+from wanctl.core.models.official import OfficialLayout
+from wanctl.core.models.official_detect import detect_official
+from wanctl.core.models.vae_stats import WAN21_MEAN, WAN21_STD, WAN22_MEAN, WAN22_STD
 
 TINY = {"ti2v-5b": "tiny-ti2v-5b", "t2v-a14b": "tiny-t2v-a14b", "i2v-a14b": "tiny-i2v-a14b"}
 MODEL_TYPE = {"ti2v-5b": "ti2v", "t2v-a14b": "t2v", "i2v-a14b": "i2v"}
@@ -28,7 +31,7 @@ MODEL_TYPE = {"ti2v-5b": "ti2v", "t2v-a14b": "t2v", "i2v-a14b": "i2v"}
 # value (128), so no override is needed -- the mechanism is still exercised with the real value.
 TINY_OVERRIDES = {"text_encoder": {"relative_attention_max_distance": 128}}
 
-# Official names, verified in the official code (module attribute names) -- see notes/official.md.
+# Official names, verified in the official code (module attribute names).
 OFFICIAL_DIT_KEYS = [
     "patch_embedding.weight",
     "patch_embedding.bias",
@@ -363,19 +366,19 @@ def test_official_folder_loads_exactly_the_diffusers_components(folders, family)
     root = folders(family)
     layout = detect_official(root, overrides=TINY_OVERRIDES)
     assert isinstance(layout, OfficialLayout)
-    assert (layout.family, layout.kind) == (family, "folder")
+    assert (layout.family.name, layout.kind) == (family, "official-folder")
     experts = ["transformer", "transformer_2"] if family != "ti2v-5b" else ["transformer"]
     assert layout.experts() == experts
     assert layout.has("transformer_2") == (family != "ti2v-5b")
     assert all(layout.has(c) for c in ("vae", "text_encoder", "tokenizer"))
     assert len(layout.files("transformer")) == 2  # sharded
-    assert layout.model_index()["boundary_ratio"] == layout.boundary
-    rows = verify_official(layout)
+    assert layout.model_index()["boundary_ratio"] == layout.family.preset.boundary
+    rows = layout.verify()
     assert [r["component"] for r in rows] == experts + ["vae", "text_encoder", "tokenizer"]
     assert all(r["status"] == "ok" for r in rows), rows
 
     for comp in experts:
-        got, ref = load_official_component(layout, comp), _ref(family, comp)
+        got, ref = layout.load(comp), _ref(family, comp)
         _assert_same_state(got, ref)
         for k in ("in_channels", "out_channels", "num_layers", "ffn_dim", "text_dim", "freq_dim", "num_attention_heads", "attention_head_dim"):
             assert got.config[k] == ref.config[k], k
@@ -384,7 +387,7 @@ def test_official_folder_loads_exactly_the_diffusers_components(folders, family)
         with torch.no_grad():
             torch.testing.assert_close(got(x, t, ctx).sample, ref(x, t, ctx).sample, rtol=0, atol=0)
 
-    vae, ref = load_official_component(layout, "vae"), _ref(family, "vae")
+    vae, ref = layout.load("vae"), _ref(family, "vae")
     _assert_same_state(vae, ref)
     for k, v in ref.config.items():
         if not k.startswith("_") and k != "decoder_base_dim":
@@ -393,7 +396,7 @@ def test_official_folder_loads_exactly_the_diffusers_components(folders, family)
     with torch.no_grad():
         torch.testing.assert_close(vae.decode(z).sample, ref.decode(z).sample, rtol=0, atol=0)
 
-    te, ref = load_official_component(layout, "text_encoder"), _ref(family, "text_encoder")
+    te, ref = layout.load("text_encoder"), _ref(family, "text_encoder")
     _assert_same_state(te, ref)
     assert te.encoder.embed_tokens.weight is te.shared.weight
     ids = torch.tensor([[5, 9, 17, 1, 0, 0], [7, 3, 1, 0, 0, 0]])
@@ -402,7 +405,7 @@ def test_official_folder_loads_exactly_the_diffusers_components(folders, family)
         b = ref(input_ids=ids, attention_mask=(ids > 0).long()).last_hidden_state
     torch.testing.assert_close(a, b, rtol=0, atol=0)
 
-    tok, ref_tok = load_official_component(layout, "tokenizer"), _ref(family, "tokenizer")
+    tok, ref_tok = layout.load("tokenizer"), _ref(family, "tokenizer")
     assert tok("a red ball moving left").input_ids == ref_tok("a red ball moving left").input_ids
 
 
@@ -414,7 +417,7 @@ def test_configs_read_no_tensor_data_and_shards_are_read_once(folders, monkeypat
         raise AssertionError(f"tensor data read from {self.path}")
         yield  # pragma: no cover
 
-    monkeypatch.setattr(official._Checkpoint, "tensors", boom)
+    monkeypatch.setattr(weights.Checkpoint, "tensors", boom)
     configs = layout.configs()  # headers / memory-mapped pickles only
     assert set(configs) == {"transformer", "transformer_2", "vae", "text_encoder"}
     assert configs["transformer"]["in_channels"] == 16 and configs["vae"]["z_dim"] == 16
@@ -422,24 +425,24 @@ def test_configs_read_no_tensor_data_and_shards_are_read_once(folders, monkeypat
     monkeypatch.undo()
 
     reads: list[Path] = []
-    original = official._Checkpoint.tensors
+    original = weights.Checkpoint.tensors
 
     def counting(self):
         reads.append(self.path)
         yield from original(self)
 
-    monkeypatch.setattr(official._Checkpoint, "tensors", counting)
-    load_official_component(layout, "transformer_2")
+    monkeypatch.setattr(weights.Checkpoint, "tensors", counting)
+    layout.load("transformer_2")
     assert sorted(reads) == sorted(layout.files("transformer_2")) and len(reads) == 2
 
 
 def test_bf16_keeps_the_modules_diffusers_keeps_in_fp32(folders):
     layout = detect_official(folders("ti2v-5b"), overrides=TINY_OVERRIDES)
-    got = load_official_component(layout, "transformer", dtype="bf16")
+    got = layout.load("transformer", dtype="bf16")
     ref = _ref("ti2v-5b", "transformer", dtype=torch.bfloat16)
     _assert_same_state(got, ref)  # same values and the same per-tensor dtypes as from_pretrained
     assert {v.dtype for v in got.state_dict().values()} == {torch.bfloat16, torch.float32}
-    te = load_official_component(layout, "text_encoder", dtype=torch.bfloat16)
+    te = layout.load("text_encoder", dtype=torch.bfloat16)
     _assert_same_state(te, _ref("ti2v-5b", "text_encoder", dtype=torch.bfloat16))
 
 
@@ -453,10 +456,10 @@ def _comfy_dit_file(path: Path, family: str, component: str, prefix: str) -> Pat
 def test_comfy_dit_file_family_from_patch_embedding(tmp_path, family):
     f = _comfy_dit_file(tmp_path / "wan2.2_dit_fp16.safetensors", family, "transformer", "model.diffusion_model.")
     layout = detect_official(f)
-    assert (layout.family, layout.kind) == (family, "files")
+    assert (layout.family.name, layout.kind) == (family, "official-files")
     assert layout.files("transformer") == [f] and not layout.has("vae") and not layout.has("tokenizer")
     with pytest.raises(ModelError, match="no VAE"):
-        load_official_component(layout, "vae")
+        layout.load("vae")
 
 
 def test_comfy_single_files_with_prefix_load_exactly(tmp_path):
@@ -474,39 +477,39 @@ def test_comfy_single_files_with_prefix_load_exactly(tmp_path):
     assert layout.files("transformer") == [hi] and layout.files("transformer_2") == [lo]
     assert any("low-noise" in n for n in layout.notes)
     for comp in ("transformer", "transformer_2", "vae", "text_encoder"):
-        _assert_same_state(load_official_component(layout, comp), _ref(family, comp))
+        _assert_same_state(layout.load(comp), _ref(family, comp))
     ref = _ref(family, "transformer")
     x, t, ctx = _dit_inputs(ref.config, seed=3)
     with torch.no_grad():
-        torch.testing.assert_close(load_official_component(layout, "transformer")(x, t, ctx).sample, ref(x, t, ctx).sample, rtol=0, atol=0)
+        torch.testing.assert_close(layout.load("transformer")(x, t, ctx).sample, ref(x, t, ctx).sample, rtol=0, atol=0)
 
     # a single A14B expert alone is recognised; the missing one is a clear error
     alone = detect_official(hi, overrides=overrides)
-    assert alone.family == family and not alone.has("transformer_2")
+    assert alone.family.name == family and not alone.has("transformer_2")
     with pytest.raises(ModelError, match="low-noise expert is missing"):
-        load_official_component(alone, "transformer_2")
+        alone.load("transformer_2")
     # without the head count, a non-128-multiple width cannot be guessed
     with pytest.raises(ModelError, match="attention heads"):
         detect_official(hi).config("transformer")
 
 
 def test_key_mappings_one_line_errors():
-    assert official.map_dit_key("blocks.3.cross_attn.norm_k.weight") == "blocks.3.attn2.norm_k.weight"
-    assert official.map_dit_key("blocks.0.norm3.bias") == "blocks.0.norm2.bias"
-    assert official.map_dit_key("head.modulation") == "scale_shift_table"
-    assert official.convert_dit_state_dict({"model.diffusion_model.head.head.weight": 1}) == {"proj_out.weight": 1}
-    assert official.map_t5_key("blocks.2.ffn.gate.0.weight") == "encoder.block.2.layer.1.DenseReluDense.wi_0.weight"
-    assert official.map_t5_key("encoder.block.0.layer.0.SelfAttention.q.weight") == "encoder.block.0.layer.0.SelfAttention.q.weight"
-    assert official.map_t5_key("decoder.block.0.layer.0.SelfAttention.q.weight") is None
+    assert official_keys.map_dit_key("blocks.3.cross_attn.norm_k.weight") == "blocks.3.attn2.norm_k.weight"
+    assert official_keys.map_dit_key("blocks.0.norm3.bias") == "blocks.0.norm2.bias"
+    assert official_keys.map_dit_key("head.modulation") == "scale_shift_table"
+    assert official_keys.convert_dit_state_dict({"model.diffusion_model.head.head.weight": 1}) == {"proj_out.weight": 1}
+    assert official_keys.map_t5_key("blocks.2.ffn.gate.0.weight") == "encoder.block.2.layer.1.DenseReluDense.wi_0.weight"
+    assert official_keys.map_t5_key("encoder.block.0.layer.0.SelfAttention.q.weight") == "encoder.block.0.layer.0.SelfAttention.q.weight"
+    assert official_keys.map_t5_key("decoder.block.0.layer.0.SelfAttention.q.weight") is None
     cases = [
-        (lambda: official.map_dit_key("img_emb.proj.0.weight"), "Wan2.1 I2V"),
-        (lambda: official.map_dit_key("blocks.0.self_attn.q.scale_weight"), "quantized"),
-        (lambda: official.map_dit_key("blocks.0.self_attn.x.weight"), "unknown DiT weight"),
-        (lambda: official.map_dit_key("blocks.0.attn1.to_q.weight"), "diffusers naming"),
-        (lambda: official.vae_key_map(["decoder.upsamples.0.residual.9.weight"]), "unknown VAE weight"),
-        (lambda: official.vae_key_map(["encoder.downsamples.0.residual.0.gamma", "decoder.upsamples.1.residual.0.gamma"]), "not contiguous"),
-        (lambda: official.map_t5_key("pos_embedding.embedding.weight"), "not the umT5"),
-        (lambda: official.map_t5_key("blocks.0.attn.qkv.weight"), "unknown umT5"),
+        (lambda: official_keys.map_dit_key("img_emb.proj.0.weight"), "Wan2.1 I2V"),
+        (lambda: official_keys.map_dit_key("blocks.0.self_attn.q.scale_weight"), "quantized"),
+        (lambda: official_keys.map_dit_key("blocks.0.self_attn.x.weight"), "unknown DiT weight"),
+        (lambda: official_keys.map_dit_key("blocks.0.attn1.to_q.weight"), "diffusers naming"),
+        (lambda: official_keys.vae_key_map(["decoder.upsamples.0.residual.9.weight"]), "unknown VAE weight"),
+        (lambda: official_keys.vae_key_map(["encoder.downsamples.0.residual.0.gamma", "decoder.upsamples.1.residual.0.gamma"]), "not contiguous"),
+        (lambda: official_keys.map_t5_key("pos_embedding.embedding.weight"), "not the umT5"),
+        (lambda: official_keys.map_t5_key("blocks.0.attn.qkv.weight"), "unknown umT5"),
     ]
     for fn, match in cases:
         with pytest.raises(ModelError, match=match) as e:
@@ -531,20 +534,20 @@ def test_bad_files_are_refused(folders, tmp_path):
     torch.save({"weight": _Payload(marker)}, root / "models_t5_umt5-xxl-enc-bf16.pth")
     layout = detect_official(root, overrides=TINY_OVERRIDES)
     with pytest.raises(ModelError, match="refusing to load"):
-        load_official_component(layout, "text_encoder")
+        layout.load("text_encoder")
     assert not marker.exists()
     # the other family's VAE
     wrong = detect_official(root, vae=folders("t2v-a14b") / "Wan2.1_VAE.pth", overrides=TINY_OVERRIDES)
     with pytest.raises(ModelError, match="needs the wan2.2 VAE"):
-        load_official_component(wrong, "vae")
+        wrong.load("vae")
     # a missing tensor
     shard = sorted(root.glob("diffusion_pytorch_model-*.safetensors"))[0]
     sd = load_file(str(shard))
     sd.pop(sorted(sd)[0])
     save_file(sd, str(shard))
     with pytest.raises(ModelError, match="missing"):
-        load_official_component(detect_official(root), "transformer")
-    rows = {r["component"]: r for r in verify_official(detect_official(root, overrides=TINY_OVERRIDES))}
+        detect_official(root).load("transformer")
+    rows = {r["component"]: r for r in detect_official(root, overrides=TINY_OVERRIDES).verify()}
     assert rows["transformer"]["status"] == "error" and "1 missing weight" in rows["transformer"]["detail"]
     assert rows["text_encoder"]["status"] == "error" and "refusing" in rows["text_encoder"]["detail"]
     assert rows["vae"]["status"] == "ok"
@@ -593,13 +596,51 @@ def test_detection_boundaries(folders, tmp_path):
     (part / "Wan2.2_VAE.pth").unlink()
     shutil.rmtree(part / "google")
     layout = detect_official(part)
-    assert layout.family == "ti2v-5b" and not layout.has("vae") and not layout.has("tokenizer")
+    assert layout.family.name == "ti2v-5b" and not layout.has("vae") and not layout.has("tokenizer")
     assert any("Wan2.2_VAE.pth is missing" in n for n in layout.notes)
     with pytest.raises(ModelError, match="no tokenizer"):
-        load_official_component(layout, "tokenizer")
+        layout.load("tokenizer")
 
 
 # --------------------------------------------------------------------------- real sizes (meta device)
+
+
+# diffusers / transformers configs of the released models. Sources: Wan-Video/Wan2.2
+# wan/configs/wan_{t2v_A14B,i2v_A14B,ti2v_5B}.py (dim, ffn_dim, heads, layers, eps),
+# wan/modules/model.py (patch (1,2,2), freq_dim 256, text_dim 4096, rope over 1024 positions),
+# and diffusers scripts/convert_wan_to_diffusers.py (get_transformer_config for "Wan2.2-*").
+_DIT_SIZES = dict(attention_head_dim=128, text_dim=4096, freq_dim=256, rope_max_seq_len=1024)
+RELEASED_DIT_CONFIGS: dict[str, dict] = {
+    "ti2v-5b": dit_config(**_DIT_SIZES, num_attention_heads=24, in_channels=48, out_channels=48, ffn_dim=14336, num_layers=30),
+    "t2v-a14b": dit_config(**_DIT_SIZES, num_attention_heads=40, in_channels=16, out_channels=16, ffn_dim=13824, num_layers=40),
+    "i2v-a14b": dit_config(**_DIT_SIZES, num_attention_heads=40, in_channels=36, out_channels=16, ffn_dim=13824, num_layers=40),
+}
+# The official config.json of each DiT (WanModel naming), as shipped in the Wan-AI repos.
+RELEASED_OFFICIAL_DIT_CONFIGS: dict[str, dict] = {
+    fam: {
+        "_class_name": "WanModel",
+        "dim": c["num_attention_heads"] * c["attention_head_dim"],
+        "eps": 1e-06,
+        "ffn_dim": c["ffn_dim"],
+        "freq_dim": 256,
+        "in_dim": c["in_channels"],
+        "model_type": MODEL_TYPE[fam],
+        "num_heads": c["num_attention_heads"],
+        "num_layers": c["num_layers"],
+        "out_dim": c["out_channels"],
+        "text_len": 512,
+    }
+    for fam, c in RELEASED_DIT_CONFIGS.items()
+}
+_VAE_COMMON = dict(dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[], dropout=0.0)
+RELEASED_VAE_CONFIGS: dict[str, dict] = {
+    # wan/modules/vae2_1.py _video_vae: dim 96, z 16; diffusers convert_vae() uses AutoencoderKLWan() defaults
+    "wan2.1": vae_config("wan2.1", **_VAE_COMMON, base_dim=96, latents_mean=list(WAN21_MEAN), latents_std=list(WAN21_STD)),
+    # wan/modules/vae2_2.py Wan2_2_VAE: c_dim 160, dec_dim 256, z 48, 12 = 3 x 2 x 2 patchified channels;
+    # diffusers vae22_diffusers_config
+    "wan2.2": vae_config("wan2.2", **_VAE_COMMON, base_dim=160, decoder_base_dim=256, latents_mean=list(WAN22_MEAN),
+                         latents_std=list(WAN22_STD)),
+}
 
 
 def _meta_state_shapes(build) -> dict:
@@ -614,34 +655,34 @@ def _meta_state_shapes(build) -> dict:
 def test_shipped_dit_configs_real_sizes(family, billions):
     from diffusers import WanTransformer3DModel
 
-    cfg = official.DIT_CONFIGS[family]
+    cfg = RELEASED_DIT_CONFIGS[family]
     assert cfg["num_attention_heads"] * cfg["attention_head_dim"] == {"ti2v-5b": 3072}.get(family, 5120)
     shapes, n = _meta_state_shapes(lambda: WanTransformer3DModel.from_config(cfg))
     assert abs(n / 1e9 - billions) < 0.01, n
     off = {dit_to_official(k): s for k, s in shapes.items()}
     assert set(OFFICIAL_DIT_KEYS) <= set(off)
     assert f"blocks.{cfg['num_layers'] - 1}.cross_attn.norm_k.weight" in off
-    back = {official.map_dit_key(k): s for k, s in off.items()}
+    back = {official_keys.map_dit_key(k): s for k, s in off.items()}
     assert back == shapes
-    assert official.infer_dit_config(back, official.OFFICIAL_DIT_CONFIGS[family]) == cfg
+    assert official_configs.infer_dit_config(back, RELEASED_OFFICIAL_DIT_CONFIGS[family]) == cfg
 
 
 def test_shipped_vae_configs_real_sizes():
     from diffusers import AutoencoderKLWan
 
     for kind, millions in (("wan2.1", 126.9), ("wan2.2", 704.7)):
-        cfg = official.VAE_CONFIGS[kind]
+        cfg = RELEASED_VAE_CONFIGS[kind]
         from accelerate import init_empty_weights
 
         with init_empty_weights():
             vae = AutoencoderKLWan.from_config(cfg)
         assert abs(sum(p.numel() for p in vae.parameters()) / 1e6 - millions) < 0.1
         names = vae_to_official(vae)
-        got_kind, mapping = official.vae_key_map(names.values())
+        got_kind, mapping = official_keys.vae_key_map(names.values())
         assert got_kind == kind
         assert {mapping[o]: d for d, o in names.items()} == {d: d for d in names}
         shapes = {k: tuple(v.shape) for k, v in vae.state_dict().items()}
-        assert official.infer_vae_config(shapes) == (kind, {k: v for k, v in cfg.items()})
+        assert official_configs.infer_vae_config(shapes) == (kind, {k: v for k, v in cfg.items()})
         if kind == "wan2.1":
             # index facts hard-coded in diffusers scripts/convert_wan_to_diffusers.py convert_vae()
             assert mapping["decoder.upsamples.4.shortcut.weight"] == "decoder.up_blocks.1.resnets.0.conv_shortcut.weight"
@@ -654,14 +695,14 @@ def test_shipped_vae_configs_real_sizes():
 def test_shipped_umt5_config_real_size():
     from transformers import UMT5Config, UMT5EncoderModel
 
-    shapes, _ = _meta_state_shapes(lambda: UMT5EncoderModel(UMT5Config(**official.UMT5_XXL_CONFIG)))
+    shapes, _ = _meta_state_shapes(lambda: UMT5EncoderModel(UMT5Config(**official_configs.UMT5_XXL_CONFIG)))
     off = {o: s for k, s in shapes.items() if (o := t5_to_official(k))}
     assert off["token_embedding.weight"] == (256384, 4096)
     assert off["blocks.23.pos_embedding.embedding.weight"] == (32, 64)
     assert off["blocks.0.ffn.gate.0.weight"] == (10240, 4096)
     assert sum(math_prod(s) for s in off.values()) == 5_680_910_336  # the official encoder's parameters
-    back = {official.map_t5_key(k): s for k, s in off.items()}
-    assert official.infer_umt5_config(back) == official.UMT5_XXL_CONFIG
+    back = {official_keys.map_t5_key(k): s for k, s in off.items()}
+    assert official_configs.infer_umt5_config(back) == official_configs.UMT5_XXL_CONFIG
 
 
 def math_prod(shape) -> int:

@@ -12,8 +12,10 @@ import math
 import pytest
 import torch
 
-from wanctl.core.sampling.schedule import make_schedule, model_timestep, route_expert
-from wanctl.core.sampling.solvers import SOLVERS, euler_refined, model_calls
+from wanctl.core.sampling.plan import route_expert
+from wanctl.core.sampling.schedule import make_schedule, model_timestep
+from wanctl.core.sampling.plan import evaluations_per_step
+from wanctl.core.sampling.solvers import SOLVERS, euler_refined
 
 MU, SD = 0.7, 0.4
 
@@ -76,7 +78,7 @@ def test_unipc_matches_diffusers_scheduler():
         x = x0.clone()
         for i, t in enumerate(sch.timesteps):
             x = sch.step(velocity(x, sch.sigmas[i].item()), t, x).prev_sample
-        ours = SOLVERS["unipc"](velocity, x0.clone(), make_schedule(n, 5.0).sigmas)
+        ours = SOLVERS["unipc"](velocity, x0.clone(), make_schedule(n, 5.0, "diffusers").sigmas)
         assert torch.allclose(ours, x, atol=2e-6), (n, (ours - x).abs().max())
 
 
@@ -87,7 +89,7 @@ def test_schedule_matches_diffusers_grid():
 
     sch = UniPCMultistepScheduler.from_config(scheduler_config(12.0))
     sch.set_timesteps(40)
-    ours = make_schedule(40, 12.0)
+    ours = make_schedule(40, 12.0, "diffusers")
     assert ours.timesteps() == sch.timesteps.tolist()
     assert torch.allclose(torch.tensor(ours.sigmas, dtype=torch.float32), sch.sigmas)
     dpm = make_schedule(10, 5.0, grid="dpm")
@@ -121,7 +123,7 @@ def test_model_call_counts():
     for name in SOLVERS:
         calls.clear()
         SOLVERS[name](counting, X.clone(), sig)
-        assert len(calls) == model_calls(name, 7), name
+        assert len(calls) == sum(evaluations_per_step(name, 0, i == 0) for i in range(7)), name
     calls.clear()
     euler_refined(counting, X.clone(), list(reversed(sig)), 3)
-    assert len(calls) == model_calls("euler", 7, refine=3) == 28
+    assert len(calls) == 7 * evaluations_per_step("euler", 3, False) == 28

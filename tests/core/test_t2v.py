@@ -6,22 +6,22 @@ import pytest
 import torch
 
 from wanctl.core.errors import BadInputError
-from wanctl.core.sampling.velocity import Guidance
-from wanctl.core.sampling.schedule import make_schedule
-from wanctl.core.workflows.t2v import COMPLETIONS, complete_frames, plan_t2v, run_t2v
 from wanctl.core.models.text import encode_prompts
+from wanctl.core.sampling.plan import COMPLETIONS, Guidance, plan_run
+from wanctl.core.sampling.schedule import make_schedule
+from wanctl.core.workflows.t2v import complete_frames, run_t2v
 
 W, H, SEED = 64, 64, 11
 PROMPT, NEG = "a cat walking on the beach", "static, blurry"
 
 
-def _run(bundle, steps=8, frames=9, guidance=Guidance(4.0, 3.0), keep=False, **kw):
+def _run(bundle, steps=8, frames=9, guidance=Guidance(4.0, 3.0), keep=False, grid="diffusers", **kw):
     fam = bundle.family
-    sched = make_schedule(steps, fam.preset.shift)
-    plan = plan_t2v(bundle, sched, frames=frames, width=W, height=H, guidance=guidance, boundary=bundle.spec.boundary, **kw)
+    sched = make_schedule(steps, fam.preset.shift, grid)
+    plan = plan_run(bundle.spec, "t2v", schedule=sched, frames=frames, width=W, height=H, guidance=guidance,
+                    negative_prompt=NEG, **{"solver": "unipc", **kw})
     emb = encode_prompts(bundle, [PROMPT, NEG])
-    res = run_t2v(bundle, plan, embeds=emb[PROMPT], negative=emb[NEG], guidance=guidance, seed=SEED, width=W, height=H,
-                  boundary=bundle.spec.boundary, keep_switch_state=keep)
+    res = run_t2v(bundle, plan, embeds=emb[PROMPT], negative=emb[NEG], seed=SEED, keep_switch_state=keep)
     return plan, res
 
 
@@ -42,7 +42,7 @@ def test_t2v_equals_wan_pipeline(bundles, name, g_high, g_low):
     print(f"{name}: max |wanctl - diffusers| = {diff:.2e}")
     assert diff <= 1e-5
     if b.family.experts == 2:
-        assert {c[0] for c in res.calls} == {"transformer", "transformer_2"}
+        assert {c.expert for c in res.calls} == {"transformer", "transformer_2"}
         # swapping the two scales must change the result: the mapping is really per expert
         _, swapped = _run(b, guidance=Guidance(g_low, g_high))
         assert (swapped.latents - ref).abs().max() > 1e-3
@@ -54,12 +54,12 @@ def test_half_frame_calls_and_shapes(bundles):
     plan, res = _run(b, steps=10, frames=frames, half_frame=True, completion="renoise")
     k = plan.switch
     assert k is not None and 0 < k < 10
-    high = [c for c in res.calls if c[0] == "transformer"]
-    low = [c for c in res.calls if c[0] == "transformer_2"]
+    high = [c for c in res.calls if c.expert == "transformer"]
+    low = [c for c in res.calls if c.expert == "transformer_2"]
     assert len(high) == 2 * k and len(low) == 2 * (10 - k)  # CFG: two forwards per step
-    assert {c[2] for c in high} == {3} and {c[2] for c in low} == {5}
+    assert {c.frames for c in high} == {3} and {c.frames for c in low} == {5}
     assert res.latents.shape == (1, 16, 5, 8, 8)
-    assert plan.to_meta()["half_frames"] == 3 and plan.relative_flops < 1
+    assert plan.half_frames == 3 and plan.relative_flops < 1
 
 
 @pytest.mark.parametrize("mode", COMPLETIONS)
@@ -104,18 +104,18 @@ def test_cfg_truncation_call_counts(bundles):
     b = bundles("tiny-t2v-a14b")
     plan, res = _run(b, steps=10, cfg_truncate_steps=3, cfg_truncate_high_noise_steps=2)
     assert len(res.calls) == sum(p.forwards for p in plan.steps)
-    k = plan.switch
+    k = plan.expert_switch
     off = [p.index for p in plan.steps if not p.cfg]
     assert off == [k - 2, k - 1, 7, 8, 9]
     assert len(res.calls) == 2 * 10 - 5
-    plan, res = _run(b, steps=10, cfg_batch=True)
-    assert len(res.calls) == 10 and {c[1] for c in res.calls} == {2}  # one forward of batch 2
+    plan, res = _run(b, steps=10, branches_batched=True)
+    assert len(res.calls) == 10 and {c.batch for c in res.calls} == {2}  # one forward of batch 2
 
 
 def test_cfg_batch_equals_two_forwards(bundles):
     b = bundles("tiny-t2v-a14b")
     _, two = _run(b, steps=5)
-    _, one = _run(b, steps=5, cfg_batch=True)
+    _, one = _run(b, steps=5, branches_batched=True)
     assert (two.latents - one.latents).abs().max() < 1e-5
 
 
@@ -125,7 +125,7 @@ def test_dense_half_frame_needs_a_level(bundles):
         _run(b, half_frame=True)
     plan, res = _run(b, steps=8, frames=9, half_frame=True, half_frame_until=0.9)
     assert plan.switch == next(i for i, s in enumerate(plan.schedule.sigmas) if s < 0.9)
-    assert {c[2] for c in res.calls[: 2 * plan.switch]} == {2} and res.calls[-1][2] == 3
+    assert {c.frames for c in res.calls[: 2 * plan.switch]} == {2} and res.calls[-1].frames == 3
 
 
 def test_fireflow_half_frame_plan_matches_calls(bundles):

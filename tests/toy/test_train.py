@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from wanctl.core.families import dit_config
-from wanctl.toy.train import DIT_SIZES, compare_logs, t2v_from_i2v
+from wanctl.toy.train import DIT_SIZES, TOY_PRESETS, _drop_machine_paths, compare_logs, t2v_from_i2v
 
 MODELS = Path(__file__).resolve().parents[2] / "wanctl" / "toy" / "models"
 
@@ -37,6 +37,24 @@ def test_t2v_from_i2v_is_the_i2v_network_with_a_zero_condition():
         c = i2v(hidden_states=torch.cat([x, torch.ones(2, 20, 5, 8, 8)], dim=1), timestep=t,
                 encoder_hidden_states=text, return_dict=False)[0]
     assert (a - c).abs().max().item() > 1e-3
+
+
+def test_assembled_folders_carry_no_machine_path_and_the_shipped_presets(tmp_path):
+    """What assemble() writes besides the weights: configs without the training machine's paths
+    (as shipped), and the presets file the shipped toys carry."""
+    from diffusers import WanTransformer3DModel
+
+    torch.manual_seed(0)
+    WanTransformer3DModel(**dit_config(**DIT_SIZES | dict(num_layers=1), in_channels=48, out_channels=48)).save_pretrained(
+        str(tmp_path / "work" / "dit"))
+    loaded = WanTransformer3DModel.from_pretrained(str(tmp_path / "work" / "dit"))
+    loaded.save_pretrained(str(tmp_path / "out" / "transformer"))
+    cfg = tmp_path / "out" / "transformer" / "config.json"
+    assert str(tmp_path) in cfg.read_text()  # diffusers records where the model was loaded from
+    _drop_machine_paths(tmp_path / "out")
+    assert str(tmp_path) not in cfg.read_text() and "_name_or_path" not in json.loads(cfg.read_text())
+    for name in ("toy-ti2v-5b", "toy-t2v-a14b", "toy-i2v-a14b"):
+        assert (MODELS / name / "wanctl_presets.json").read_text() == json.dumps(TOY_PRESETS, indent=2) + "\n"
 
 
 def test_compare_logs_pairs_shared_points(tmp_path):

@@ -126,11 +126,33 @@ def handle_errors(fn: Callable) -> Callable:
 # --------------------------------------------------------------------------- progress
 
 
+PROGRESS_LINE_SECONDS = 5.0  # when stderr is not a terminal: one line at most this often
+
+
 @contextmanager
 def progress(description: str, total: int | None, unit: str = "") -> Iterator[Callable[[int], None]]:
-    """Yield an ``advance(n)`` callback; shows a rich bar only when stderr is a terminal."""
-    if not sys.stderr.isatty() or os.environ.get("WANCTL_NO_PROGRESS"):
+    """Yield an ``advance(n)`` callback: a rich bar when stderr is a terminal, else a plain
+    progress line every few seconds (and at the end), so logs of long runs show where they are."""
+    if os.environ.get("WANCTL_NO_PROGRESS"):
         yield lambda n=1: None
+        return
+    if not sys.stderr.isatty():
+        import time
+
+        t0 = time.monotonic()
+        state = {"done": 0, "last": t0}
+
+        def line(n=1):
+            state["done"] += n
+            now = time.monotonic()
+            final = total is not None and state["done"] >= total
+            if final or now - state["last"] >= PROGRESS_LINE_SECONDS:
+                state["last"] = now
+                of = f"/{total}" if total is not None else ""
+                sys.stderr.write(f"{description}: {state['done']}{of} {unit} ({now - t0:.1f} s)\n")
+                sys.stderr.flush()
+
+        yield line
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -222,21 +244,70 @@ def describe_output(path: str) -> str:
     return "<stdout>" if path == "-" else path
 
 
+# option panels of the generating commands' --help
+SAMPLING, GUIDANCE, HALF_FRAME, SPEED, OUTPUT, MODEL = "Sampling", "Guidance", "Half-frame", "Memory and speed", "Output", "Model"
+
 # options shared by the generating commands
-StepsOpt = Annotated[Optional[int], typer.Option("--steps", help="Number of steps. Default: the family preset (ti2v-5b 50, A14B 40), or the noise's grid.")]
-ShiftOpt = Annotated[Optional[float], typer.Option("--shift", help="Flow shift of the grid. Default: the family preset (ti2v-5b 5, t2v-a14b 12, i2v-a14b 5).")]
-GridOpt = Annotated[str, typer.Option("--grid", help="Noise grid: unipc (diffusers' UniPC flow grid, default) or dpm (official dpm++ grid, starts at s = 1).")]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the starting noise (drawn on the CPU, so the same on every device).")]
-BatchOpt = Annotated[int, typer.Option("--batch-size", help="Targets per model call batch.")]
-GuidanceOpt = Annotated[Optional[float], typer.Option("--guidance", "-g", help="CFG scale of the high-noise expert (and of the low-noise one unless --guidance-low). Default: the family preset.")]
-GuidanceLowOpt = Annotated[Optional[float], typer.Option("--guidance-low", help="CFG scale of the low-noise expert (A14B).")]
-NegativeOpt = Annotated[Optional[str], typer.Option("--negative-prompt", "-n", help="Negative prompt for CFG. Default: the official Wan negative prompt.")]
-OffloadOpt = Annotated[str, typer.Option("--offload", help="none; model (one big component on the device at a time: A14B holds one expert); group (DiT blocks moved to the device on demand: least memory, slowest).")]
-TextEncoderDeviceOpt = Annotated[Optional[str], typer.Option("--text-encoder-device", help="Run the umT5 text encoder here (e.g. cpu) instead of --device.")]
-StepCacheOpt = Annotated[str, typer.Option("--cache", help="Step cache (diffusers hooks, per-expert step accounting): none, first-block, taylorseer or magcache (calibrates itself on first use).")]
-CacheThresholdOpt = Annotated[Optional[float], typer.Option("--cache-threshold", help="first-block / magcache threshold (defaults 0.05 / 0.06): higher skips more.")]
-CacheIntervalOpt = Annotated[Optional[int], typer.Option("--cache-interval", help="taylorseer: full computations every N evaluations (default 3).")]
-AttentionOpt = Annotated[Optional[str], typer.Option("--attention", help="diffusers attention backend (native, flash, _flash_3, sage, xformers, flex...); default: torch SDPA.")]
-CompileOpt = Annotated[bool, typer.Option("--compile", help="torch.compile the DiT blocks (slow first run, faster steps on GPUs).")]
-NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the embedding / inversion caches ($WANCTL_NO_CACHE=1 does the same).")]
-CfgBatchOpt = Annotated[bool, typer.Option("--cfg-batch/--no-cfg-batch", help="Run the conditional and unconditional CFG branches as one batch-2 forward (same result). Off by default: on CPU it measured 0.96x, slower (benchmarks/cfg_batch.py); on a GPU run that script to decide.")]
+StepsOpt = Annotated[Optional[int], typer.Option("--steps", min=1, max=1000, rich_help_panel=SAMPLING, show_default=False, help="Number of steps. Default: the model's presets (official: ti2v-5b 50, A14B 40), or the noise's grid.")]
+ShiftOpt = Annotated[Optional[float], typer.Option("--shift", rich_help_panel=SAMPLING, show_default=False, help="Flow shift of the grid. Default: the model's presets (official: ti2v-5b 5, t2v-a14b 12, i2v-a14b 5).")]
+GridOpt = Annotated[Optional[str], typer.Option("--grid", rich_help_panel=SAMPLING, show_default=False, help="Noise grid: official (the official UniPC grid, default), diffusers (the stock pipelines' grid) or dpm (official dpm++ grid, starts at s = 1).")]
+SigmasOpt = Annotated[Optional[str], typer.Option("--sigmas", rich_help_panel=SAMPLING, show_default=False, help="An exact list of noise levels, e.g. 1.0,0.9375,0.8333,0.625 (a final 0 is appended); replaces --steps/--shift/--grid.")]
+SeedOpt = Annotated[int, typer.Option("--seed", min=0, max=2**64 - 1, rich_help_panel=SAMPLING, help="Seed of the starting noise (drawn on the CPU, so the same on every device).")]
+BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, rich_help_panel=SPEED, help="Targets per DiT batch.")]
+GuidanceOpt = Annotated[Optional[float], typer.Option("--guidance", "-g", rich_help_panel=GUIDANCE, show_default=False, help="CFG scale of the high-noise expert (and of the low-noise one unless --guidance-low). Default: the model's presets.")]
+GuidanceLowOpt = Annotated[Optional[float], typer.Option("--guidance-low", rich_help_panel=GUIDANCE, show_default=False, help="CFG scale of the low-noise expert (A14B).")]
+NegativeOpt = Annotated[Optional[str], typer.Option("--negative-prompt", "-n", rich_help_panel=GUIDANCE, show_default=False, help="Negative prompt for CFG. Default: the official Wan negative prompt.")]
+OffloadOpt = Annotated[str, typer.Option("--offload", rich_help_panel=SPEED, help="none; model (one big component on the device at a time: A14B holds one expert); group (DiT blocks moved to the device on demand: least memory, slowest).")]
+TextEncoderDeviceOpt = Annotated[Optional[str], typer.Option("--text-encoder-device", rich_help_panel=SPEED, show_default=False, help="Run the umT5 text encoder here (e.g. cpu) instead of --device.")]
+StepCacheOpt = Annotated[str, typer.Option("--step-cache", rich_help_panel=SPEED, help="Reuse DiT work between steps (diffusers hooks, configured per expert from the plan): none, first-block, taylorseer or magcache (calibrates itself on first use).")]
+CacheThresholdOpt = Annotated[Optional[float], typer.Option("--cache-threshold", rich_help_panel=SPEED, show_default=False, help="first-block / magcache threshold (defaults 0.05 / 0.06): higher skips more.")]
+CacheIntervalOpt = Annotated[Optional[int], typer.Option("--cache-interval", rich_help_panel=SPEED, show_default=False, help="taylorseer: full computations every N evaluations (default 3).")]
+AttentionOpt = Annotated[Optional[str], typer.Option("--attention", rich_help_panel=SPEED, show_default=False, help="diffusers attention backend (native, flash, _flash_3, sage, xformers, flex...); default: torch SDPA.")]
+CompileOpt = Annotated[bool, typer.Option("--compile", rich_help_panel=SPEED, help="torch.compile the DiT blocks (slow first run, faster steps on GPUs).")]
+NoCacheOpt = Annotated[bool, typer.Option("--no-cache", rich_help_panel=SPEED, help="Neither read nor write the embedding / inversion caches ($WANCTL_NO_CACHE=1 does the same).")]
+CfgBatchOpt = Annotated[bool, typer.Option("--cfg-batch", rich_help_panel=SPEED, help="Run all branches of one model evaluation (CFG conditional and unconditional; flf2v's forward and backward passes) as one batched DiT forward (same result, more memory). Off by default: on CPU it measured 0.96x, slower (benchmarks/cfg_batch.py); on a GPU run that script to decide.")]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", rich_help_panel=OUTPUT, help="Print the run plan (each step's level, timestep, expert, frames, guidance, DiT forwards), then stop; loads no weights. With --json: one JSON object.")]
+DecodeOpt = Annotated[Optional[str], typer.Option("--decode", rich_help_panel=OUTPUT, show_default=False, help="Also decode the result to this video file (.mp4/.webm/.gif).")]
+
+
+def speed_options(cache: str, threshold: float | None, interval: int | None, attention: str | None, compile: bool):
+    from wanctl.core.sampling.acceleration import SpeedOptions
+
+    opts = SpeedOptions(cache, threshold, interval, attention, compile)
+    opts.check()
+    return opts
+
+
+def parse_sigmas(value: str | None):
+    if value is None:
+        return None
+    from wanctl.core.sampling.schedule import parse_sigmas as parse
+
+    return parse(value)
+
+
+def print_plan(plan, as_json: bool) -> None:
+    """--dry-run: the run plan as a table (stdout) or one JSON object."""
+    if as_json:
+        emit_json(plan.to_json())
+        return
+    from rich.table import Table
+
+    two = len(plan.experts) == 2
+    sched = plan.schedule
+    grid = sched.grid + (f", shift {sched.shift:g}" if sched.shift is not None else "")
+    t = Table(title=f"run plan: {plan.task}, {plan.family}, {plan.num_steps} steps, solver {plan.solver}, grid {grid}",
+              title_justify="left")
+    for col in ("step", "s", "t", "expert", "latent frames", "guidance", "DiT forwards"):
+        t.add_column(col, justify="right")
+    for p in plan.steps:
+        expert = ("high" if p.expert == "transformer" else "low") if two else "dit"
+        mark = " *" if p.restart and p.index > 0 else ""
+        t.add_row(str(p.index + 1) + mark, f"{p.s:.4f}", str(p.t), expert, str(p.frames),
+                  f"{p.guidance:g}" if p.cfg else "off", str(p.forwards))
+    con = out_console()
+    con.print(t)
+    if plan.switch is not None:
+        con.print(f"* solver restarts (frames {plan.steps[plan.switch - 1].frames} -> {plan.steps[plan.switch].frames})")
+    con.print(f"{plan.forwards} DiT forwards per run; FLOPs relative to a plain run (same steps, CFG on every step, "
+              f"full frames): {plan.relative_flops:.3f} (speedup x{1 / plan.relative_flops:.2f})")

@@ -58,7 +58,8 @@ def decode(
       wanctl encode clip.mp4 -o - | wanctl decode - -o roundtrip.mp4
     """
     from wanctl.core.io import video as vio
-    from wanctl.core.io.artifact import check_family, check_output_file, read_input
+    from wanctl.core.io.artifact import check_family, check_output_file
+    from wanctl.core.io.inputs import read_input
     from wanctl.core.workflows.encode import decode as run_decode
     from wanctl.core.errors import BadInputError
     from wanctl.core.models.bundle import open_bundle

@@ -27,11 +27,16 @@ from wanctl.commands._common import (
     OffloadOpt,
     TextEncoderDeviceOpt,
     VaeTilingOpt,
+    DryRunOpt,
     SeedOpt,
     ShiftOpt,
+    SigmasOpt,
     StepCacheOpt,
     StepsOpt,
     emit_json,
+    parse_sigmas,
+    print_plan,
+    speed_options,
     handle_errors,
     info,
     load_options,
@@ -46,25 +51,26 @@ from wanctl.commands._common import (
 def denoise(
     noise: Annotated[Optional[str], typer.Argument(help="Noise artifact from `wanctl invert` (or -). Omit to start from seeded noise.", show_default=False)] = None,
     prompt: Annotated[Optional[str], typer.Option("--prompt", "-p", help="Target prompt (manifest rows may set their own).", show_default=False)] = None,
-    output: Annotated[str, typer.Option("--output", "-o", help="Output artifact; with several targets, a folder.", show_default=False)] = ...,
+    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Output artifact; with several targets, a folder.", show_default=False)] = None,
     first_frame: Annotated[Optional[list[str]], typer.Option("--first-frame", "-i", help="Target first frame (image), repeatable; a folder adds every image in it.")] = None,
     manifest: Annotated[Optional[str], typer.Option("--manifest", help="CSV (header first_frame,prompt,output) or JSONL of targets; paths relative to the manifest.")] = None,
     model: ModelOpt = None,
     negative_prompt: NegativeOpt = None,
     guidance: GuidanceOpt = None,
     guidance_low: GuidanceLowOpt = None,
-    solver: Annotated[Optional[str], typer.Option("--solver", help="unipc (official default), euler, midpoint or fireflow. Default: the noise's inversion solver, else unipc.")] = None,
+    solver: Annotated[Optional[str], typer.Option("--solver", rich_help_panel="Sampling", show_default=False, help="unipc (official default), euler, midpoint or fireflow. Default: the noise's inversion solver, else unipc.")] = None,
     steps: StepsOpt = None,
     shift: ShiftOpt = None,
-    grid: GridOpt = "unipc",
+    grid: GridOpt = None,
+    sigmas: SigmasOpt = None,
     seed: SeedOpt = 0,
-    frames: Annotated[Optional[int], typer.Option("--frames", help="Without a noise artifact: frame count (4n+1). Default: the family preset.")] = None,
-    size: Annotated[Optional[str], typer.Option("--size", help="Without a noise artifact: WIDTHxHEIGHT. Default: the first frame's size (cropped to the family multiple), else the preset.")] = None,
+    frames: Annotated[Optional[int], typer.Option("--frames", min=1, rich_help_panel="Sampling", show_default=False, help="Without a noise artifact: frame count (4n+1). Default: the family preset.")] = None,
+    size: Annotated[Optional[str], typer.Option("--size", rich_help_panel="Sampling", show_default=False, help="Without a noise artifact: WIDTHxHEIGHT. Default: the first frame's size (cropped to the family multiple), else the preset.")] = None,
     batch_size: BatchOpt = 1,
     cfg_batch: CfgBatchOpt = False,
     device: DeviceOpt = None,
     dtype: DtypeOpt = "bf16",
-    cache: StepCacheOpt = "none",
+    step_cache: StepCacheOpt = "none",
     cache_threshold: CacheThresholdOpt = None,
     cache_interval: CacheIntervalOpt = None,
     attention: AttentionOpt = None,
@@ -73,16 +79,13 @@ def denoise(
     offload: OffloadOpt = "none",
     text_encoder_device: TextEncoderDeviceOpt = None,
     vae_tiling: VaeTilingOpt = False,
+    dry_run: DryRunOpt = False,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Denoise a noise artifact with a new first frame and prompt (or many), or seeded noise.
 
-    With a noise artifact, its grid (steps, shift) is used unless --steps/--shift override it,
-    and the default solver is the one it was inverted with. Without --first-frame, a
-    conditionally inverted noise keeps its source's first frame (regenerate under a new prompt).
-    The noise, the models and each distinct prompt's embedding load once for all targets; a
-    target whose image cannot be read is reported and the others still run (exit 3 at the end).
+    With a noise artifact, its grid is used; --steps/--shift/--grid/--sigmas rebuild it (on the noise's own grid and shift unless given), and the default solver is the one it was inverted with. Without --first-frame, a conditionally inverted noise keeps its source's first frame (regenerate under a new prompt). The noise, the models and each distinct prompt's embedding load once for all targets; a target whose image cannot be read is reported and the others still run (exit 3 at the end). --dry-run prints the run plan of one batch.
 
     Examples:
 
@@ -94,27 +97,29 @@ def denoise(
 
       wanctl denoise -i first.png -p "a cat on a beach" --seed 1 --size 832x480 --frames 81 -o out.safetensors
     """
-    from wanctl.core.workflows import denoise as gen
-    from wanctl.core.io.artifact import check_output, check_output_file, output_format, read_artifact, write_artifact
     from wanctl.core.errors import BadInputError
-    from wanctl.core.families import check_frames, check_size
+    from wanctl.core.io.artifact import check_output, check_output_file, output_format, read_artifact, write_artifact
     from wanctl.core.models.bundle import open_bundle
-    from wanctl.core.sampling.schedule import make_schedule
-    from wanctl.core.sampling.solvers import get_solver
-    from wanctl.core.io.video import fit_size, load_image
+    from wanctl.core.workflows import denoise as gen
 
-    targets = gen.plan_targets(first_frames=first_frame or [], manifest=manifest, prompt=prompt, output=output)
+    if output is None and not dry_run:
+        raise BadInputError("missing -o/--output (or use --dry-run)")
+    targets = gen.plan_targets(first_frames=first_frame or [], manifest=manifest, prompt=prompt, output=output or "-")
     multi = len(targets) > 1
-    if multi:
+    if multi and output is not None:
         if Path(output).suffix in (".safetensors", ".zarr") or output == "-":
             raise BadInputError(f"{len(targets)} targets: -o must be a folder, not {output}")
-        Path(output).mkdir(parents=True, exist_ok=True)
-    for t in targets:
-        if multi or t.output != "-":
-            output_format(t.output)
-            check_output_file(t.output, force)
-        else:
-            check_output(t.output, force)
+        if not dry_run:
+            Path(output).mkdir(parents=True, exist_ok=True)
+    if output is not None:
+        for t in targets:
+            if multi or t.output != "-":
+                output_format(t.output)
+                check_output_file(t.output, force)
+            else:
+                check_output(t.output, force)
+    speed = speed_options(step_cache, cache_threshold, cache_interval, attention, compile)
+    sigma_list = parse_sigmas(sigmas)
     art = read_artifact(noise, kinds=("noise",)) if noise else None
     opts = load_options(device, dtype=dtype, no_cache=no_cache, offload=offload,
                         text_encoder_device=text_encoder_device, vae_tiling=vae_tiling)
@@ -123,41 +128,23 @@ def denoise(
     fam = bundle.family
     if fam.conditioning == "text" and any(t.first_frame for t in targets):
         raise BadInputError(f"{fam.name} is text-only: --first-frame needs a ti2v-5b or i2v-a14b model")
-    pre = fam.preset
-    if art is not None:
-        if frames is not None or size is not None:
-            raise BadInputError("--frames/--size apply to seeded noise; a noise artifact fixes them")
-        sched = None
-        if steps is not None or shift is not None:
-            own = (art.meta.get("params") or {}).get("schedule") or {}
-            sched = make_schedule(steps or own.get("steps", pre.steps), shift if shift is not None else own.get("shift", pre.shift),
-                                  grid, float(art.meta.get("noise_level", 1.0)) if art.meta.get("noise_level", 1.0) < 0.999 else 1.0)
-        src = gen.noise_from_artifact(art, bundle, sched, warn=warn)
-        default_solver = (art.meta.get("params") or {}).get("solver") or "unipc"
-    else:
-        n_frames = frames or pre.frames
-        check_frames(n_frames)
-        wh = parse_size(size)
-        if wh is None:
-            first_img = next((t.first_frame for t in targets if t.first_frame), None)
-            if first_img is not None:
-                img = load_image(first_img)
-                wh = fit_size(img.shape[1], img.shape[0], fam.size_multiple, None)
-            else:
-                wh = pre.default_size
-        check_size(fam, *wh)
-        sched = make_schedule(steps or pre.steps, shift if shift is not None else pre.shift, grid)
-        src = gen.fresh_noise(bundle, seed=seed, frames=n_frames, width=wh[0], height=wh[1], schedule=sched)
-        default_solver = "unipc"
+    src = gen.noise_source(bundle, art, seed=seed, frames=frames, size=parse_size(size), steps=steps, shift=shift,
+                           grid=grid, sigmas=sigma_list, warn=warn,
+                           first_image=next((t.first_frame for t in targets if t.first_frame), None))
+    default_solver = ((art.meta.get("params") or {}).get("solver") or "unipc") if art is not None else "unipc"
     solver = solver or default_solver
-    get_solver(solver)
+    plan = gen.plan_denoise(bundle, src, solver=solver, guidance=guidance, guidance_low=guidance_low,
+                            negative_prompt=negative_prompt, batch_size=min(batch_size, len(targets)),
+                            cfg_batch=cfg_batch)
+    if dry_run:
+        print_plan(plan, as_json)
+        return
     if solver != default_solver and art is not None:
         notice(f"denoising with {solver}; the noise was inverted with {default_solver}")
     gen.prepare_images(targets, src.width, src.height)
     for t in targets:
         if t.error:
             warn(f"{t.label}: {t.error}; skipping it")
-    g = gen.resolve_guidance(fam, guidance, guidance_low)
     written = []
 
     def write(t: gen.Target, result) -> None:
@@ -169,14 +156,9 @@ def denoise(
         elif t.output != "-":
             info(f"wrote {t.output}")
 
-    from wanctl.core.sampling.acceleration import accelerated
-
     todo = sum(1 for t in targets if not t.error)
-    with accelerated(bundle, src.schedule, solver, cache=cache, threshold=cache_threshold, interval=cache_interval,
-                     attention=attention, compile=compile, notice=notice), \
-            progress("denoising", todo * src.schedule.num_steps, "target-steps") as advance:
-        gen.run_denoise(bundle, src, targets, solver=solver, guidance=g, negative_prompt=negative_prompt,
-                        batch_size=batch_size, cfg_batch=cfg_batch, on_result=write, progress=advance, notice=notice)
+    with progress("denoising", todo * plan.num_steps, "target-steps") as advance:
+        gen.run_denoise(bundle, plan, src, targets, on_result=write, speed=speed, progress=advance, notice=notice)
     failed = [t for t in targets if t.error]
     if failed:
         rows = "; ".join(f"{t.label}: {t.error}" for t in failed)

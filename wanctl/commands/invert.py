@@ -17,7 +17,9 @@ from wanctl.commands._common import (
     OffloadOpt,
     TextEncoderDeviceOpt,
     VaeTilingOpt,
+    DryRunOpt,
     ShiftOpt,
+    SigmasOpt,
     StepsOpt,
     describe_output,
     emit_json,
@@ -25,6 +27,8 @@ from wanctl.commands._common import (
     info,
     load_options,
     notice,
+    parse_sigmas,
+    print_plan,
     progress,
 )
 
@@ -33,14 +37,15 @@ from wanctl.commands._common import (
 def invert(
     latent: Annotated[str, typer.Argument(help="Clean latent artifact from `wanctl encode` (or - for stdin).", show_default=False)],
     prompt: Annotated[str, typer.Option("--prompt", "-p", help="Prompt describing the SOURCE video.", show_default=False)],
-    output: Annotated[str, typer.Option("--output", "-o", help="Noise artifact: .safetensors, .zarr, or - for stdout.", show_default=False)],
+    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Noise artifact: .safetensors, .zarr, or - for stdout.", show_default=False)] = None,
     model: ModelOpt = None,
     steps: StepsOpt = None,
     shift: ShiftOpt = None,
-    grid: GridOpt = "unipc",
-    solver: Annotated[str, typer.Option("--solver", help="euler (1 call/step), midpoint (2 calls/step, 2nd order) or fireflow (~1 call/step, 2nd order).")] = "euler",
-    refine: Annotated[int, typer.Option("--refine", help="Euler only: K fixed-point iterations per step (1+K calls/step) so that an Euler denoise step undoes each inversion step exactly.")] = 0,
-    strength: Annotated[float, typer.Option("--strength", help="Invert only up to this noise level (partial inversion); 1 = all the way.")] = 1.0,
+    grid: GridOpt = None,
+    sigmas: SigmasOpt = None,
+    solver: Annotated[str, typer.Option("--solver", rich_help_panel="Sampling", help="euler (1 call/step), midpoint (2 calls/step, 2nd order) or fireflow (~1 call/step, 2nd order).")] = "euler",
+    refine: Annotated[int, typer.Option("--refine", min=0, rich_help_panel="Sampling", help="Euler only: K fixed-point iterations per step (1+K calls/step) so that an Euler denoise step undoes each inversion step exactly.")] = 0,
+    strength: Annotated[float, typer.Option("--strength", rich_help_panel="Sampling", help="Invert only up to this noise level (partial inversion); 1 = all the way.")] = 1.0,
     unconditional: Annotated[bool, typer.Option("--unconditional", help="Invert with text only (no first-frame condition); the default keeps the source's first frame as the condition.")] = False,
     save_trajectory: Annotated[Optional[str], typer.Option("--save-trajectory", help="Also write every step's latent to this artifact (.zarr recommended).")] = None,
     device: DeviceOpt = None,
@@ -49,6 +54,7 @@ def invert(
     offload: OffloadOpt = "none",
     text_encoder_device: TextEncoderDeviceOpt = None,
     vae_tiling: VaeTilingOpt = False,
+    dry_run: DryRunOpt = False,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -68,31 +74,37 @@ def invert(
 
       wanctl invert clip.safetensors -p "..." --strength 0.7 --save-trajectory traj.zarr -o noise.safetensors
     """
-    from wanctl.core.io import cache
-    from wanctl.core.io.artifact import check_output, now_iso, read_input, write_artifact
-    from wanctl.core.workflows.invert import inversion_key, run_inversion
+    from wanctl.core.errors import BadInputError
+    from wanctl.core.io import cache, comfy
+    from wanctl.core.io.artifact import check_output, now_iso, write_artifact
+    from wanctl.core.io.inputs import read_input
     from wanctl.core.models.bundle import open_bundle
-    from wanctl.core.sampling.schedule import make_schedule
-    from wanctl.core.sampling.solvers import get_solver
+    from wanctl.core.workflows.invert import inversion_key, plan_invert, run_inversion
 
-    check_output(output, force)
+    if output is None and not dry_run:
+        raise BadInputError("missing -o/--output (or use --dry-run)")
+    if output is not None:
+        check_output(output, force)
     if save_trajectory:
+        if output is not None and save_trajectory == output:
+            raise BadInputError("--save-trajectory must not be the same file as -o")
         check_output(save_trajectory, force)
-    get_solver(solver, inversion=True)
-    from wanctl.core.io import comfy
-    
+    sigma_list = parse_sigmas(sigmas)
     art = read_input(latent, kinds=("latent",))
     comfy.check_model_given(art, model)
     opts = load_options(device, dtype=dtype, no_cache=no_cache, offload=offload,
                         text_encoder_device=text_encoder_device, vae_tiling=vae_tiling)
     bundle = open_bundle(model, family=art.family, recorded=art.meta.get("model"), notice=notice, options=opts)
     art = comfy.to_normalized(art, bundle.spec)
-    pre = bundle.family.preset
-    schedule = make_schedule(steps or pre.steps, shift if shift is not None else pre.shift, grid, strength)
-    total = schedule.num_steps
+    plan = plan_invert(bundle, art, steps=steps, shift=shift, grid=grid, sigmas=sigma_list, strength=strength,
+                       solver=solver, refine=refine)
+    if dry_run:
+        print_plan(plan, as_json)
+        return
+    schedule = plan.schedule
+    total = plan.num_steps
     use_cache = cache.enabled(no_cache)
-    key = inversion_key(bundle, art, prompt=prompt, schedule=schedule, solver=solver, refine=refine,
-                        conditional=not unconditional) if use_cache else None
+    key = inversion_key(bundle, art, plan, prompt=prompt, conditional=not unconditional) if use_cache else None
     noise = cache.get("inversions", key, notice) if use_cache and not save_trajectory else None
     if noise is not None:
         noise.meta["provenance"]["created"] = now_iso()
@@ -101,10 +113,8 @@ def invert(
         calls, note = 0, "from the cache"
     else:
         with progress("inverting", total, "steps") as advance:
-            res = run_inversion(
-                bundle, art, prompt=prompt, schedule=schedule, solver=solver, refine=refine,
-                conditional=not unconditional, save_trajectory=bool(save_trajectory), progress=advance, notice=notice,
-            )
+            res = run_inversion(bundle, art, plan, prompt=prompt, conditional=not unconditional,
+                                save_trajectory=bool(save_trajectory), progress=advance, notice=notice)
         noise, calls, note = res.noise, res.calls, f"{res.calls} model calls"
         if use_cache:
             cache.put("inversions", key, noise)

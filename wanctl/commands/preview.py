@@ -55,7 +55,8 @@ def preview(
 
     from wanctl.core.io import comfy
     from wanctl.core.io import preview as pv
-    from wanctl.core.io.artifact import atomic_path, check_output_file, read_input
+    from wanctl.core.io.artifact import atomic_path, check_output_file
+    from wanctl.core.io.inputs import read_input
     from wanctl.core.errors import BadInputError
     from wanctl.core.families import FAMILIES
     from wanctl.core.models.bundle import resolve_model

@@ -1,4 +1,4 @@
-"""Errors that carry the process exit code the CLI should use (SPEC section 7)."""
+"""Errors that carry the process exit code the CLI should use."""
 
 EXIT_OK = 0
 EXIT_UNEXPECTED = 1
@@ -30,6 +30,11 @@ class ModelError(WanctlError):
     """A model folder is missing, incomplete, unloadable or of an unknown family (exit 4)."""
 
     exit_code = EXIT_MODEL
+
+
+def model_error(message: str) -> ModelError:
+    """A ModelError with the message on one line (runs of whitespace become one space)."""
+    return ModelError(" ".join(str(message).split()))
 
 
 class OutOfMemoryError(WanctlError):

@@ -1,4 +1,4 @@
-"""The three Wan2.2 model families and their official defaults (SPEC section 2), as data.
+"""The three Wan2.2 model families and their official defaults, as data.
 
 No heavy imports: ``info``, ``--help`` and artifact validation use this module.
 """
@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class Preset:
-    """Official sampling defaults (Wan-Video/Wan2.2 configs)."""
+    """Sampling defaults: a family's official ones (Wan-Video/Wan2.2 configs), or a model's own
+    (``ModelSpec.preset``: its ``wanctl_presets.json`` over the family's)."""
 
     steps: int
     shift: float
@@ -152,15 +153,6 @@ DEFAULT_NEGATIVE_PROMPT = (
     "JPEG压缩残留，丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，"
     "手指融合，静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
 )
-
-
-def get_family(name: str) -> FamilySpec:
-    try:
-        return FAMILIES[name]
-    except KeyError:
-        from wanctl.core.errors import BadInputError
-
-        raise BadInputError(f"unknown family {name!r}; known: {', '.join(FAMILIES)}") from None
 
 
 def check_frames(frames: int) -> None:

@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     from PIL import Image
 
-    from wanctl.core.io.artifact import atomic_path
+    from wanctl.core.files import atomic_path
 
     with atomic_path(a.out, force=True) as tmp:
         Image.fromarray(side_by_side(a.videos, a.every, a.scale)).save(tmp, format="PNG")

@@ -47,7 +47,10 @@ import numpy as np
 
 from wanctl.core.families import dit_config, vae_config
 
-FRAMES, SIZE = 17, 64
+FRAMES, SIZE, FPS = 17, 64, 16  # the training clips (wanctl.toy.shapes.random_clip)
+# Each toy's own sampling defaults (wanctl_presets.json, over the family's official presets): the
+# clips it was trained on, and the 30 steps of the demo (the official 40-50 gain nothing here).
+TOY_PRESETS = {"steps": 30, "frames": FRAMES, "fps": FPS, "sizes": [[SIZE, SIZE]]}
 # sizes only: the architecture's fixed fields come from families.dit_config / vae_config
 DIT_SIZES = dict(num_attention_heads=4, attention_head_dim=32, text_dim=32, freq_dim=64, ffn_dim=512, num_layers=4,
                  rope_max_seq_len=64)
@@ -232,9 +235,10 @@ def build_data(work: Path, kind: str, n: int, seed: int, log: Log) -> Path:
 
 def _caption_embeddings(work: Path, prompts: list[str], lane: str) -> dict:
     """Embeddings of every caption with the built-in tiny umT5 (frozen, random, fixed seed)."""
+    from wanctl.core.families import FAMILIES
     from wanctl.core.models.builtin import write_text_components
     from wanctl.core.models.bundle import LoadOptions, ModelBundle, ModelSpec
-    from wanctl.core.families import FAMILIES
+    from wanctl.core.models.diffusers_layout import DiffusersLayout
     from wanctl.core.models.text import encode_prompts
 
     text_dir = work / "text"
@@ -249,7 +253,8 @@ def _caption_embeddings(work: Path, prompts: list[str], lane: str) -> dict:
             tmp.rename(text_dir)
         except OSError:
             shutil.rmtree(tmp, ignore_errors=True)
-    spec = ModelSpec(path=text_dir, name="toy-text", family=FAMILIES["t2v-a14b"], model_index={}, configs={})
+    # a folder with only the text components: its layout is given, not read
+    spec = ModelSpec(name="toy-text", layout=DiffusersLayout(text_dir, FAMILIES["t2v-a14b"], model_index={}, configs={}))
     bundle = ModelBundle(spec, LoadOptions(device="cpu", dtype="fp32", cache=False))
     out = {}
     for i in range(0, len(prompts), 64):
@@ -429,6 +434,8 @@ def assemble(work: Path, dest: Path, log_path: Path, budget: Budget, seed: int) 
         for e in experts:
             dit.to(torch.float16).save_pretrained(str(out / e), safe_serialization=True)
         write_pipeline_files(out, family)
+        (out / "wanctl_presets.json").write_text(json.dumps(TOY_PRESETS, indent=2) + "\n")
+        _drop_machine_paths(out)
         shutil.copy(log_path, out / "train_log.jsonl")
         stage = "dit-ti2v" if family == "ti2v-5b" else "dit-i2v"
         cond = {
@@ -448,6 +455,15 @@ def assemble(work: Path, dest: Path, log_path: Path, budget: Budget, seed: int) 
         (out / "MODEL_CARD.md").write_text(card)
         made.append(out)
     return made
+
+
+def _drop_machine_paths(folder: Path) -> None:
+    """diffusers writes the folder a model was loaded from into its config (``_name_or_path``): a
+    path on the training machine, which a shipped model must not carry."""
+    for cfg in sorted(folder.glob("*/config.json")):
+        data = json.loads(cfg.read_text())
+        if data.pop("_name_or_path", None) is not None:
+            cfg.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def fit_rgb_factors(vae, seed: int) -> dict:
@@ -535,7 +551,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     torch.set_num_threads(a.threads or os.cpu_count() or 1)
-    from wanctl.core.models.bundle import quiet_libraries
+    from wanctl.core.models.runtime import quiet_libraries
 
     quiet_libraries()
     budget = Budget().scaled(0.004 if a.quick else a.scale)

@@ -1,4 +1,4 @@
-"""The one reader/writer for wanctl artifacts (SPEC section 6).
+"""The one reader/writer for wanctl artifacts.
 
 An artifact is a set of named tensors plus one JSON document of metadata:
 
@@ -16,16 +16,21 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
-import os
-import shutil
-import struct
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 from wanctl.core.errors import BadInputError
+# re-exported: the artifact writers' callers use them with the rest of this module
+from wanctl.core.files import (  # noqa: F401
+    TensorInfo,
+    atomic_path,
+    check_output_file,
+    parse_safetensors_header,
+    safetensors_head,
+    sha256_file,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -35,28 +40,6 @@ FORMAT_VERSION = 1
 KINDS = ("latent", "noise", "trajectory", "embedding")
 META_KEY = "wanctl"
 STDIO = "-"
-SUFFIXES = (".safetensors", ".zarr")
-
-# safetensors dtype names <-> torch dtype names (as strings: no torch import here)
-_ST_DTYPES = {
-    "F64": "float64",
-    "F32": "float32",
-    "F16": "float16",
-    "BF16": "bfloat16",
-    "I64": "int64",
-    "I32": "int32",
-    "I16": "int16",
-    "I8": "int8",
-    "U8": "uint8",
-    "BOOL": "bool",
-}
-_MAX_HEADER = 100 * 1024 * 1024
-
-
-@dataclass
-class TensorInfo:
-    shape: tuple[int, ...]
-    dtype: str
 
 
 @dataclass
@@ -111,7 +94,7 @@ def new_meta(
     inputs: list[dict] | None = None,
     extra: dict | None = None,
 ) -> dict:
-    """Build the metadata document every artifact carries (SPEC section 6)."""
+    """Build the metadata document every artifact carries."""
     from wanctl.core.env import versions
 
     if kind not in KINDS:
@@ -136,17 +119,6 @@ def new_meta(
     if extra:
         meta.update(extra)
     return meta
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(chunk)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -183,151 +155,7 @@ def check_output(path: str, force: bool) -> None:
     check_output_file(path, force)
 
 
-def check_output_file(path: str, force: bool) -> None:
-    """Refuse to overwrite without --force; the destination folder must exist."""
-    p = Path(path)
-    if p.exists() and not force:
-        raise BadInputError(f"{path} exists; pass --force to overwrite")
-    parent = p.parent if str(p.parent) else Path(".")
-    if not parent.is_dir():
-        raise BadInputError(f"output folder {parent} does not exist")
-
-
-def _tmp_name(dest: Path) -> Path:
-    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent if str(dest.parent) else ".")
-    os.close(fd)
-    return Path(name)
-
-
-def _fsync_dir(d: Path) -> None:
-    try:
-        fd = os.open(d, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
-def _fsync_tree(d: Path) -> None:
-    for root, _dirs, files in os.walk(d):
-        for f in files:
-            fd = os.open(os.path.join(root, f), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        _fsync_dir(Path(root))
-
-
-class atomic_path:
-    """Context manager yielding a temporary path next to ``dest``; on success it is fsynced and
-    moved onto ``dest``; on any failure (or Ctrl-C) it is removed and ``dest`` is untouched.
-
-    Works for files and for directories (zarr stores). Used by every writer in wanctl.
-    """
-
-    def __init__(self, dest: str | os.PathLike, force: bool = False, directory: bool = False):
-        self.dest = Path(dest)
-        self.force = force
-        self.directory = directory
-        self.tmp: Path | None = None
-
-    def __enter__(self) -> Path:
-        check_output_file(str(self.dest), self.force)
-        self.tmp = _tmp_name(self.dest)
-        if self.directory:
-            self.tmp.unlink()
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        assert self.tmp is not None
-        if exc_type is not None:
-            _remove(self.tmp)
-            return False
-        try:
-            if self.tmp.is_dir():
-                _fsync_tree(self.tmp)
-            else:
-                fd = os.open(self.tmp, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-            if self.dest.exists() and not self.force:
-                raise BadInputError(f"{self.dest} appeared while writing; pass --force to overwrite")
-            if self.dest.is_dir() and not self.dest.is_symlink():
-                # os.replace cannot replace a non-empty directory: move it aside first
-                trash = _tmp_name(self.dest)
-                trash.unlink()
-                os.replace(self.dest, trash)
-                os.replace(self.tmp, self.dest)
-                _remove(trash)
-            else:
-                if self.tmp.is_dir() and self.dest.exists():
-                    self.dest.unlink()
-                os.replace(self.tmp, self.dest)
-            _fsync_dir(self.dest.parent if str(self.dest.parent) else Path("."))
-        except BaseException:
-            _remove(self.tmp)
-            raise
-        return False
-
-
-def _remove(p: Path) -> None:
-    try:
-        if p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p, ignore_errors=True)
-        elif p.exists() or p.is_symlink():
-            p.unlink()
-    except OSError:  # pragma: no cover
-        pass
-
-
 # --------------------------------------------------------------------------- header parsing
-
-
-def parse_safetensors_header(data: bytes, total_size: int, where: str) -> tuple[dict, dict[str, TensorInfo], dict]:
-    """Parse the JSON header of a safetensors blob; ``data`` holds at least the header bytes.
-
-    Returns (metadata strings, tensor infos, raw entries). Detects truncation from the data
-    offsets against ``total_size`` so a cut-off file is reported without reading tensors.
-    """
-    if total_size < 8 or len(data) < 8:
-        raise BadInputError(f"{where}: not a safetensors file (too short: {total_size} bytes)")
-    (n,) = struct.unpack("<Q", data[:8])
-    if n <= 1 or n > _MAX_HEADER or n > total_size - 8:
-        if 8 + n > total_size and n <= _MAX_HEADER:
-            raise BadInputError(f"{where}: truncated safetensors file (header needs {n} bytes, file has {total_size - 8})")
-        raise BadInputError(f"{where}: not a safetensors file (bad header length)")
-    if len(data) < 8 + n:
-        raise BadInputError(f"{where}: truncated safetensors file")
-    try:
-        header = json.loads(data[8 : 8 + n].decode("utf-8"))
-        if not isinstance(header, dict):
-            raise ValueError
-    except (UnicodeDecodeError, ValueError):
-        raise BadInputError(f"{where}: not a safetensors file (corrupt header)") from None
-    strmeta = header.pop("__metadata__", None) or {}
-    infos: dict[str, TensorInfo] = {}
-    end = 0
-    for name, ent in header.items():
-        try:
-            dtype = _ST_DTYPES.get(ent["dtype"], ent["dtype"].lower())
-            shape = tuple(int(s) for s in ent["shape"])
-            start, stop = (int(o) for o in ent["data_offsets"])
-        except (KeyError, TypeError, ValueError):
-            raise BadInputError(f"{where}: corrupt safetensors header entry for {name!r}") from None
-        infos[name] = TensorInfo(shape, dtype)
-        end = max(end, stop)
-    if 8 + n + end > total_size:
-        raise BadInputError(
-            f"{where}: truncated safetensors file ({total_size} bytes, tensors need {8 + n + end})"
-        )
-    return strmeta, infos, header
 
 
 def _meta_from_strings(strmeta: dict, where: str) -> dict:
@@ -413,13 +241,7 @@ def read_header(path: str, stdin_bytes: bytes | None = None) -> Header:
         _check_meta(meta, path)
         return Header(meta, _zarr_arrays(p), path, "zarr", _dir_size(p))
     size = p.stat().st_size
-    with open(p, "rb") as f:
-        head = f.read(8)
-        if len(head) == 8:
-            (n,) = struct.unpack("<Q", head)
-            if 1 < n <= _MAX_HEADER:
-                head += f.read(n)
-    strmeta, infos, _ = parse_safetensors_header(head, size, path)
+    strmeta, infos, _ = parse_safetensors_header(safetensors_head(p), size, path)
     meta = _meta_from_strings(strmeta, path)
     _check_meta(meta, path)
     return Header(meta, infos, path, "safetensors", size)
@@ -448,8 +270,6 @@ def read_artifact(
     check_finite: bool = True,
 ) -> Artifact:
     """Load and validate an artifact. ``kinds`` restricts what the caller accepts."""
-    import torch
-
     data = read_stdin() if path == STDIO else None
     where = "<stdin>" if path == STDIO else path
     hdr = read_header(path, stdin_bytes=data)
@@ -630,16 +450,3 @@ def check_family(artifact: Artifact | Header, family: str, where: str | None = N
         raise BadInputError(
             f"{where or artifact.path}: artifact is for family {fam}, but the model is {family}; use a {fam} model"
         )
-
-
-def read_input(path: str, *, kinds: Iterable[str] | None = None) -> Artifact:
-    """Read any accepted latent input: a wanctl artifact, or a ComfyUI ``.latent`` file (raw
-    space until :func:`wanctl.core.io.comfy.to_normalized` is applied with the model in use)."""
-    from wanctl.core.io import comfy
-    
-    if comfy.is_comfy(path):
-        art = comfy.read_comfy(path)
-        if kinds is not None and art.meta["kind"] not in tuple(kinds):
-            raise BadInputError(f"{path}: expected a {' or '.join(kinds)} artifact, got a {art.meta['kind']} artifact")
-        return art
-    return read_artifact(path, kinds=kinds)

@@ -1,4 +1,4 @@
-"""ComfyUI ``.latent`` interop (SPEC section 6).
+"""ComfyUI ``.latent`` interop.
 
 A ComfyUI latent file is safetensors with the tensor ``latent_tensor`` in *raw* VAE space
 (``raw = normalized * std + mean``) and an empty tensor ``latent_format_version_0``; without
@@ -11,17 +11,25 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from wanctl.core.io.artifact import META_KEY, Artifact, STDIO, atomic_path, new_meta, read_stdin
 from wanctl.core.errors import BadInputError
-from wanctl.core.families import FAMILIES
-
-if TYPE_CHECKING:  # pragma: no cover
-    from wanctl.core.models.bundle import ModelBundle, ModelSpec
+from wanctl.core.families import FAMILIES, FamilySpec
+from wanctl.core.files import atomic_path, parse_safetensors_header
+from wanctl.core.io.artifact import META_KEY, STDIO, Artifact, new_meta, read_stdin
 
 SUFFIX = ".latent"
 LEGACY_SCALE = 0.18215
+
+
+class LatentSpace(Protocol):
+    """What converting a latent needs to know of the model in use (a ``ModelSpec`` is one)."""
+
+    @property
+    def family(self) -> FamilySpec: ...
+
+    @property
+    def vae_config(self) -> dict: ...  # latents_mean / latents_std
 
 
 def is_comfy(path: str) -> bool:
@@ -66,8 +74,6 @@ def read_comfy(path: str) -> Artifact:
     """
     import torch
     from safetensors.torch import load
-
-    from wanctl.core.io.artifact import parse_safetensors_header
 
     where = "<stdin>" if path == STDIO else path
     if path == STDIO:
@@ -114,7 +120,7 @@ def read_comfy(path: str) -> Artifact:
     return Artifact({"latents": raw}, meta, path=path)
 
 
-def to_normalized(art: Artifact, spec: "ModelSpec") -> Artifact:
+def to_normalized(art: Artifact, spec: LatentSpace) -> Artifact:
     """Bring a raw-space latent (from a .latent file) into wanctl's normalized space for ``spec``."""
     if art.meta.get("latent_space") != "raw":
         return art

@@ -8,16 +8,21 @@ from __future__ import annotations
 import json
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
     import torch
 
-    from wanctl.core.models.bundle import ModelSpec
+
+class ModelFolder(Protocol):
+    """Where a model is (a ``ModelSpec`` is one)."""
+
+    @property
+    def path(self) -> Path: ...
 
 
-def rgb_factors(family_vae: str, spec: "ModelSpec | None" = None) -> tuple[list, list]:
+def rgb_factors(family_vae: str, spec: ModelFolder | None = None) -> tuple[list, list]:
     """(C x 3 factors, 3 biases) for a VAE kind ('wan2.1' | 'wan2.2'); the model's own if it has them."""
     if spec is not None:
         own = spec.path / "vae" / "latent_rgb_factors.json"

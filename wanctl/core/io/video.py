@@ -228,7 +228,7 @@ class VideoWriter:
     """Streams frames into ``dest`` through an atomic temporary path."""
 
     def __init__(self, dest: str, fps: float, force: bool = False, crf: int = 17):
-        from wanctl.core.io.artifact import atomic_path
+        from wanctl.core.files import atomic_path
 
         self.kind = output_kind(dest)
         self.fps = fps
@@ -325,7 +325,7 @@ class VideoWriter:
 def save_image(path: str, frame: "np.ndarray", force: bool = False) -> None:
     from PIL import Image
 
-    from wanctl.core.io.artifact import atomic_path
+    from wanctl.core.files import atomic_path
 
     fmt = (Path(path).suffix.lstrip(".") or "png").upper()
     fmt = "JPEG" if fmt == "JPG" else fmt

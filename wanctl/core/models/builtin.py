@@ -3,9 +3,10 @@
 loaded through the same code path as real weights:
 
 * ``toy-*``: small models trained on synthetic shape clips by ``python -m wanctl.toy.train``,
-  shipped in the package (fp16). They make real (if simple) videos: the default built-ins.
+  shipped in the package (fp16). They make real (if simple) videos: the default built-ins. Each
+  carries its own presets (``wanctl_presets.json``: 64x64, 17 frames, 16 fps, 30 steps).
 * ``tiny-*``: tiny random-weight models generated offline from a fixed seed into the cache dir
-  on first use; noise-like output, for fast tests of the code paths.
+  on first use; noise-like output, for fast tests of the code paths. Official presets.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from wanctl.core.errors import ModelError
+from wanctl.core.models.diffusers_layout import model_index_for
 
 # Bump when the generated weights or layout change: old cache folders are then ignored.
 BUILTIN_VERSION = 2
@@ -41,7 +43,7 @@ BUILTINS: dict[str, Builtin] = {
     "tiny-t2v-a14b": Builtin("tiny-t2v-a14b", "t2v-a14b", "tiny random-weight T2V-A14B architecture, for tests"),
     "tiny-i2v-a14b": Builtin("tiny-i2v-a14b", "i2v-a14b", "tiny random-weight I2V-A14B architecture, for tests"),
 }
-PACKAGED = Path(__file__).resolve().parent.parent / "toy" / "models"
+PACKAGED = Path(__file__).resolve().parents[2] / "toy" / "models"  # wanctl/toy/models
 
 
 def available(name: str) -> bool:
@@ -98,7 +100,7 @@ def ensure(name: str, notice: Callable[[str], None] | None = None) -> Path:
 
 def init(name: str, dest: str | os.PathLike, force: bool = False) -> Path:
     """Write a built-in model to ``dest`` (``wanctl model init``), atomically."""
-    from wanctl.core.io.artifact import atomic_path
+    from wanctl.core.files import atomic_path
 
     if name not in BUILTINS:
         raise ModelError(f"unknown built-in model {name!r}; known: {', '.join(BUILTINS)}")
@@ -223,7 +225,7 @@ def write_pipeline_files(out: Path, family: str) -> None:
     # TI2V-5B ships 5.0. wanctl takes the shift from its presets, never from this file.
     flow_shift = 5.0 if family == "ti2v-5b" else 3.0
     (out / "scheduler" / "scheduler_config.json").write_text(json.dumps(scheduler_config(flow_shift), indent=2))
-    (out / "model_index.json").write_text(json.dumps(model_index(family), indent=2))
+    (out / "model_index.json").write_text(json.dumps(model_index_for(family), indent=2))
 
 
 def build(name: str, out: Path) -> None:
@@ -232,7 +234,7 @@ def build(name: str, out: Path) -> None:
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
 
     from wanctl.core.families import FAMILIES
-    from wanctl.core.models.bundle import quiet_libraries
+    from wanctl.core.models.runtime import quiet_libraries
 
     quiet_libraries()
     b = BUILTINS[name]
@@ -252,31 +254,3 @@ def build(name: str, out: Path) -> None:
         dit2 = WanTransformer3DModel(**_dit_kwargs(fam.dit_in_channels, fam.dit_out_channels)).eval()
         dit2.save_pretrained(str(out / "transformer_2"), safe_serialization=True)
     write_pipeline_files(out, fam.name)
-
-
-def model_index(family: str) -> dict:
-    """model_index.json as the real Wan2.2 diffusers repos have it."""
-    idx = {
-        "_class_name": "WanPipeline",
-        "_diffusers_version": "0.35.0.dev0",
-        "scheduler": ["diffusers", "UniPCMultistepScheduler"],
-        "text_encoder": ["transformers", "UMT5EncoderModel"],
-        "tokenizer": ["transformers", "T5TokenizerFast"],
-        "transformer": ["diffusers", "WanTransformer3DModel"],
-        "vae": ["diffusers", "AutoencoderKLWan"],
-    }
-    if family == "ti2v-5b":
-        idx.update({"boundary_ratio": None, "expand_timesteps": True, "transformer_2": [None, None]})
-    elif family == "t2v-a14b":
-        idx.update({"boundary_ratio": 0.875, "transformer_2": ["diffusers", "WanTransformer3DModel"]})
-    else:
-        idx.update(
-            {
-                "_class_name": "WanImageToVideoPipeline",
-                "boundary_ratio": 0.9,
-                "image_encoder": [None, None],
-                "image_processor": [None, None],
-                "transformer_2": ["diffusers", "WanTransformer3DModel"],
-            }
-        )
-    return dict(sorted(idx.items()))

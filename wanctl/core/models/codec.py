@@ -1,7 +1,7 @@
 """VAE encode / decode between pixel frames and normalized latents.
 
 Latents handed to the DiT and stored in artifacts are normalized per channel with the VAE
-config's ``latents_mean`` / ``latents_std`` (SPEC section 3). Encoding uses the posterior mean.
+config's ``latents_mean`` / ``latents_std``. Encoding uses the posterior mean.
 
 Both directions stream through the causal VAE the way the VAE itself chunks time (frame 0
 alone, then groups of 4 pixel frames per latent frame), reusing diffusers' own encoder/decoder

@@ -3,28 +3,29 @@
 Step caches go through diffusers' hooks (first-block cache, TaylorSeer, MagCache), but wanctl
 does their step accounting itself. diffusers configures each hooked module with the pipeline's
 total step count; an A14B expert only sees part of the steps, so its counters, MagCache's
-retention window and ratio indexing drift (diffusers issue 14025). wanctl counts the model
-evaluations each expert really gets (from the grid, the solver and the boundary), configures
-each expert with its own count, and resets every hook's state at the start of each run.
+retention window and ratio indexing would drift. wanctl takes the evaluations each expert
+really gets from the run plan and installs each expert's cache afresh at every plan segment
+(each run, and each change of frame count) with that segment's count.
 
-MagCache needs per-step magnitude ratios of the model's residual. wanctl measures them itself
-(a calibration run: uncached, recording ||last block out - first block in|| ratios per expert)
-and stores them in the cache dir keyed by the expert's fingerprint and the grid; later runs
-with the same model and grid use them.
+MagCache needs per-evaluation magnitude ratios of the model's residual. wanctl measures them
+itself (a calibration run: uncached, recording ||last block out - first block in|| ratios per
+expert) and stores them in the cache dir keyed by the expert's fingerprint and the plan's
+steps; later runs of the same plan use them.
 """
 
 from __future__ import annotations
 
 import json
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from wanctl.core import trace
 from wanctl.core.errors import BadInputError
-from wanctl.core.sampling.schedule import Schedule, model_timestep, route_expert
 
 if TYPE_CHECKING:  # pragma: no cover
     from wanctl.core.models.bundle import ModelBundle
+    from wanctl.core.sampling.plan import RunPlan
 
 CACHES = ("none", "first-block", "taylorseer", "magcache")
 # backends that would download kernels from a hub at run time are not offered
@@ -61,43 +62,12 @@ def compile_blocks(bundle: "ModelBundle") -> None:
 # --------------------------------------------------------------------------- step caches
 
 
-def evaluation_levels(sigmas: list[float], solver: str) -> list[float]:
-    """The noise levels a solver evaluates the model at, in order."""
-    levels = []
-    for i in range(len(sigmas) - 1):
-        s, h = sigmas[i], sigmas[i + 1] - sigmas[i]
-        if solver in ("euler", "unipc"):
-            levels.append(s)
-        elif solver == "midpoint":
-            levels += [s, s + 0.5 * h]
-        elif solver == "fireflow":
-            levels += ([s] if i == 0 else []) + [s + 0.5 * h]
-        else:
-            raise BadInputError(f"unknown solver {solver!r}")
-    return levels
-
-
-def evaluations_per_expert(schedule: Schedule, solver: str, boundary: float | None,
-                           segments: list[tuple[int, int, str | None]] | None = None) -> dict[str, int]:
-    """How many times each expert is evaluated (per CFG branch) over a run.
-
-    ``segments`` (start step, end step, forced expert) describe runs split into several solver
-    calls (half-frame): each segment restarts the solver, e.g. FireFlow's first evaluation.
-    """
-    counts: dict[str, int] = {}
-    sig = list(schedule.sigmas)
-    for start, end, forced in segments or [(0, len(sig) - 1, None)]:
-        for s in evaluation_levels(sig[start : end + 1], solver):
-            e = forced or route_expert(model_timestep(s), boundary)
-            counts[e] = counts.get(e, 0) + 1
-    return counts
-
-
-def _calibration_key(bundle: "ModelBundle", expert: str, schedule: Schedule, solver: str) -> str:
+def _calibration_key(bundle: "ModelBundle", expert: str, plan: "RunPlan") -> str:
     from wanctl.core.io import cache
 
-    return cache.key_of({"expert": bundle.fingerprint(expert), "sigmas": list(schedule.sigmas), "solver": solver,
-                         "boundary": bundle.spec.boundary})
+    # the evaluations an expert gets are fixed by the plan's levels, experts, solver and frames
+    return cache.key_of({"expert": bundle.fingerprint(expert), "solver": plan.solver, "refine": plan.refine,
+                         "steps": [(p.s, p.s_next, p.expert, p.frames, p.evaluations, p.restart) for p in plan.steps]})
 
 
 def _calibration_path(key: str):
@@ -106,159 +76,220 @@ def _calibration_path(key: str):
     return root() / "magcache" / f"{key}.json"
 
 
-def load_calibration(bundle: "ModelBundle", schedule: Schedule, solver: str) -> dict[str, list[float]] | None:
+def load_calibration(bundle: "ModelBundle", plan: "RunPlan") -> dict[str, list[float]] | None:
+    """Stored MagCache ratios for each expert the plan uses, or None if any is missing."""
     out = {}
-    for e in bundle.experts():
-        p = _calibration_path(_calibration_key(bundle, e, schedule, solver))
+    for e, n in plan.evaluations_per_expert().items():
+        p = _calibration_path(_calibration_key(bundle, e, plan))
         try:
-            out[e] = [float(x) for x in json.loads(p.read_text())["ratios"]]
+            ratios = [float(x) for x in json.loads(p.read_text())["ratios"]]
         except (OSError, ValueError, KeyError, TypeError):
             return None
+        if len(ratios) != n:
+            return None
+        out[e] = ratios
     return out
 
 
-def save_calibration(bundle: "ModelBundle", schedule: Schedule, solver: str, ratios: dict[str, list[float]]) -> None:
+def save_calibration(bundle: "ModelBundle", plan: "RunPlan", ratios: dict[str, list[float]]) -> None:
     import os
 
     for e, r in ratios.items():
-        p = _calibration_path(_calibration_key(bundle, e, schedule, solver))
+        p = _calibration_path(_calibration_key(bundle, e, plan))
         p.parent.mkdir(parents=True, exist_ok=True)
         tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"ratios": r, "expert": e, "steps": schedule.num_steps, "solver": solver}))
+        tmp.write_text(json.dumps({"ratios": r, "expert": e, "steps": plan.num_steps, "solver": plan.solver}))
         os.replace(tmp, p)
 
 
-@contextmanager
-def record_magnitudes(bundle: "ModelBundle"):
-    """Record, per expert, the mean token norm of the blocks' residual (last block out minus
-    first block in) at every conditional evaluation; yields {expert: [ratio per evaluation]}."""
-    ratios: dict[str, list[float]] = {}
-    handles = []
-    for e in bundle.experts():
-        dit = bundle.transformer(e)
-        state = {"inp": None, "prev": None}
-        ratios[e] = []
+class MagnitudeRecorder:
+    """Records, per expert, the mean token norm ratio of the blocks' residual (last block out
+    minus first block in) between consecutive conditional evaluations: MagCache's calibration.
+    The ratio chain restarts at every plan segment (a new frame count has no predecessor)."""
 
-        def pre(module, args, kwargs, state=state, dit=dit):
-            if getattr(dit, "_wanctl_branch", "cond") == "uncond":
-                return
-            state["inp"] = kwargs.get("hidden_states", args[0] if args else None)
+    def __init__(self, bundle: "ModelBundle"):
+        self.ratios: dict[str, list[float]] = {e: [] for e in bundle.experts()}
+        self._state = {e: {"inp": None, "prev": None} for e in bundle.experts()}
+        self._handles = []
+        self.active = True
+        for e in bundle.experts():
+            dit = bundle.transformer(e)
+            self._handles.append(dit.blocks[0].register_forward_pre_hook(self._pre(e, dit), with_kwargs=True))
+            self._handles.append(dit.blocks[-1].register_forward_hook(self._post(e, dit), with_kwargs=True))
 
-        def post(module, args, kwargs, output, state=state, e=e, dit=dit):
+    def restart(self) -> None:
+        for st in self._state.values():
+            st["prev"] = None
+
+    def _pre(self, e, dit):
+        def hook(module, args, kwargs):
+            if self.active and getattr(dit, "_wanctl_branch", "cond") != "uncond":
+                self._state[e]["inp"] = kwargs.get("hidden_states", args[0] if args else None)
+
+        return hook
+
+    def _post(self, e, dit):
+        def hook(module, args, kwargs, output):
             import torch
 
             branch = getattr(dit, "_wanctl_branch", "cond")
-            if branch == "uncond":
+            if not self.active or branch == "uncond":
                 return  # calibrate on the conditional branch only
+            st = self._state[e]
             out = output[0] if isinstance(output, tuple) else output
-            res = (out - state["inp"]).float()
-            if branch == "cfg":  # [cond, uncond] in one batch
+            res = (out - st["inp"]).float()
+            if branch == "batched":  # [cond, uncond] in one batch
                 res = res[: res.shape[0] // 2]
             norm = torch.linalg.norm(res, dim=-1)
-            if state["prev"] is None:
-                ratios[e].append(1.0)
-            else:
-                ratios[e].append(float((norm / (state["prev"] + 1e-8)).mean()))
-            state["prev"] = norm
+            self.ratios[e].append(1.0 if st["prev"] is None else float((norm / (st["prev"] + 1e-8)).mean()))
+            st["prev"] = norm
 
-        handles.append(dit.blocks[0].register_forward_pre_hook(pre, with_kwargs=True))
-        handles.append(dit.blocks[-1].register_forward_hook(post, with_kwargs=True))
-    try:
-        yield ratios
-    finally:
-        for h in handles:
+        return hook
+
+    def close(self) -> None:
+        for h in self._handles:
             h.remove()
+        self._handles = []
 
 
-def configure_cache(bundle: "ModelBundle", mode: str, evaluations: dict[str, int], *, threshold: float | None = None,
-                    interval: int | None = None, mag_ratios: dict[str, list[float]] | None = None) -> dict:
-    """Install the step cache on each expert with that expert's own evaluation count."""
-    if mode not in CACHES:
-        raise BadInputError(f"unknown cache {mode!r}; use one of {', '.join(CACHES)}")
-    settings = {"mode": mode}
+def _cache_config(mode: str, n: int, *, threshold, interval, ratios):
+    import torch
+
+    if mode == "first-block":
+        from diffusers import FirstBlockCacheConfig
+
+        return FirstBlockCacheConfig(threshold=0.05 if threshold is None else threshold)
+    if mode == "taylorseer":
+        from diffusers import TaylorSeerCacheConfig
+
+        # diffusers' default patterns ("^blocks.*attn") never fully match Wan's attn1 / attn2 names,
+        # so name the modules whose outputs are predicted between full computations
+        return TaylorSeerCacheConfig(cache_interval=interval or 3, disable_cache_before_step=min(3, n),
+                                     disable_cache_after_step=max(n - 2, 0), max_order=1,
+                                     taylor_factors_dtype=torch.float32,
+                                     cache_identifiers=[r"^blocks\.\d+\.(attn1|attn2|ffn)$"])
+    from diffusers import MagCacheConfig
+
+    return MagCacheConfig(threshold=0.06 if threshold is None else threshold, max_skip_steps=2, retention_ratio=0.2,
+                          num_inference_steps=n, mag_ratios=ratios)
+
+
+def disable_caches(bundle: "ModelBundle") -> None:
     for e in bundle.experts():
-        dit = bundle.transformer(e)
-        if dit.is_cache_enabled:
-            dit.disable_cache()
-        n = evaluations.get(e, 0)
-        if mode == "none" or n == 0:
-            continue
-        import torch
-
-        if mode == "first-block":
-            from diffusers import FirstBlockCacheConfig
-
-            cfg = FirstBlockCacheConfig(threshold=0.05 if threshold is None else threshold)
-            settings["threshold"] = cfg.threshold
-        elif mode == "taylorseer":
-            from diffusers import TaylorSeerCacheConfig
-
-            # diffusers' default patterns ("^blocks.*attn") never fully match Wan's attn1 / attn2 names,
-            # so name the modules whose outputs are predicted between full computations
-            cfg = TaylorSeerCacheConfig(cache_interval=interval or 3, disable_cache_before_step=min(3, n),
-                                        disable_cache_after_step=max(n - 2, 0), max_order=1,
-                                        taylor_factors_dtype=torch.float32,
-                                        cache_identifiers=[r"^blocks\.\d+\.(attn1|attn2|ffn)$"])
-            settings["interval"] = cfg.cache_interval
-        else:
-            from diffusers import MagCacheConfig
-
-            if not mag_ratios or e not in mag_ratios:
-                raise BadInputError("magcache needs calibration ratios (run once to calibrate)")
-            r = mag_ratios[e]
-            if len(r) != n:
-                raise BadInputError(f"magcache calibration has {len(r)} steps for {e}, this run evaluates it {n} times")
-            cfg = MagCacheConfig(threshold=0.06 if threshold is None else threshold, max_skip_steps=2, retention_ratio=0.2,
-                                 num_inference_steps=n, mag_ratios=r)
-            settings["threshold"] = cfg.threshold
-        dit.enable_cache(cfg)
-        settings[f"{e}_evaluations"] = n
-    reset(bundle)
-    return settings
+        if e in bundle._loaded and bundle._loaded[e].is_cache_enabled:
+            bundle._loaded[e].disable_cache()
 
 
-def reset(bundle: "ModelBundle") -> None:
-    """Clear every hook's state (start of a run, and at an expert switch)."""
-    for e in bundle.experts():
-        if e in bundle._loaded:
-            dit = bundle._loaded[e]
-            if dit.is_cache_enabled:
-                dit._reset_stateful_cache()
+class StepCaches:
+    """The step cache of one command, configured from the plan.
+
+    ``begin_segment`` (called by the executor where each plan segment starts) installs each
+    expert's cache afresh with that segment's evaluation count, so no state survives a new
+    run (the next batch of targets), an expert switch or a change of frame count. MagCache's
+    ratios are sliced per segment from the calibration of the whole plan.
+    """
+
+    def __init__(self, bundle: "ModelBundle", mode: str, *, threshold=None, interval=None, notice=None):
+        if mode not in CACHES:
+            raise BadInputError(f"unknown step cache {mode!r}; use one of {', '.join(CACHES)}")
+        self.bundle, self.mode, self.threshold, self.interval, self.notice = bundle, mode, threshold, interval, notice
+        self.ratios: dict[str, list[float]] | None = None
+        self.recorder: MagnitudeRecorder | None = None
+        self.settings: dict = {"cache": mode}
+        self._plan_key = None
+        self._runs = 0
+
+    def _prepare(self, plan: "RunPlan") -> None:
+        """Once per plan: load (or start) the MagCache calibration."""
+        self._plan_key = id(plan)
+        if self.mode != "magcache":
+            return
+        self.ratios = load_calibration(self.bundle, plan)
+        if self.ratios is None and self.recorder is None:
+            if self.notice:
+                self.notice("magcache: no calibration for this model and plan yet; this run is uncached and calibrates it")
+            self.recorder = MagnitudeRecorder(self.bundle)
+            self.settings["cache"] = "magcache-calibration"
+            self._calibrating = plan
+
+    def begin_segment(self, plan: "RunPlan", start: int, end: int) -> None:
+        if self._plan_key != id(plan):
+            self._prepare(plan)
+        if start == 0:
+            self._runs += 1
+            if self.recorder is not None and self._runs > 1:
+                self.recorder.active = False  # calibrate on the first run only
+        if self.recorder is not None:
+            self.recorder.restart()
+        disable_caches(self.bundle)
+        if self.mode == "none" or self.recorder is not None:
+            return
+        before = plan.evaluations_per_expert(0, start)
+        for e, n in plan.evaluations_per_expert(start, end).items():
+            if n == 0:
+                continue
+            ratios = self.ratios[e][before.get(e, 0) : before.get(e, 0) + n] if self.ratios else None
+            cfg = _cache_config(self.mode, n, threshold=self.threshold, interval=self.interval, ratios=ratios)
+            self.bundle.transformer(e).enable_cache(cfg)
+            if self.mode in ("first-block", "magcache"):
+                self.settings["threshold"] = cfg.threshold
+            else:
+                self.settings["interval"] = cfg.cache_interval
+        for e, n in plan.evaluations_per_expert().items():
+            self.settings[f"{e}_evaluations"] = n
+
+    def close(self) -> None:
+        disable_caches(self.bundle)
+        if self.recorder is not None:
+            self.recorder.close()
+            plan = getattr(self, "_calibrating", None)
+            measured = self.recorder.ratios
+            if plan is not None and all(len(measured.get(e, [])) == n for e, n in plan.evaluations_per_expert().items()):
+                save_calibration(self.bundle, plan, {e: measured[e] for e in plan.evaluations_per_expert()})
+            self.recorder = None
 
 
 @contextmanager
-def accelerated(bundle: "ModelBundle", schedule: Schedule, solver: str, *, cache: str = "none",
-                threshold: float | None = None, interval: int | None = None, attention: str | None = None,
-                compile: bool = False, segments=None, notice=None):
-    """Set up attention, compilation and the step cache for one run; yields the settings (for
-    the artifact's metadata). A MagCache run without stored calibration runs uncached and
-    calibrates (saved when the run ends)."""
-    if cache not in CACHES:
-        raise BadInputError(f"unknown cache {cache!r}; use one of {', '.join(CACHES)}")
-    settings: dict = {"cache": cache}
+def accelerated(bundle: "ModelBundle", *, cache: str = "none", threshold: float | None = None,
+                interval: int | None = None, attention: str | None = None, compile: bool = False, notice=None):
+    """Set up attention, compilation and the step cache for one command; yields the
+    :class:`StepCaches` the executor configures per plan segment (its ``settings`` go into the
+    artifact's metadata). A MagCache run without stored calibration runs uncached and
+    calibrates (saved when the command's first run ends)."""
+    caches = StepCaches(bundle, cache, threshold=threshold, interval=interval, notice=notice)
     if attention:
         set_attention(bundle, attention)
-        settings["attention"] = attention
+        caches.settings["attention"] = attention
     if compile:
         compile_blocks(bundle)
-        settings["compile"] = True
-    evals = evaluations_per_expert(schedule, solver, bundle.spec.boundary, segments)
-    if cache == "magcache":
-        ratios = load_calibration(bundle, schedule, solver)
-        if ratios is None:
-            if notice:
-                notice("magcache: no calibration for this model and grid yet; this run is uncached and calibrates it")
-            configure_cache(bundle, "none", evals)
-            with record_magnitudes(bundle) as measured:
-                settings["cache"] = "magcache-calibration"
-                yield settings
-            if all(len(measured[e]) == evals.get(e, 0) for e in measured):
-                save_calibration(bundle, schedule, solver, {e: r for e, r in measured.items() if r})
-            return
-        settings.update(configure_cache(bundle, cache, evals, threshold=threshold, mag_ratios=ratios))
-    else:
-        settings.update(configure_cache(bundle, cache, evals, threshold=threshold, interval=interval))
+        caches.settings["compile"] = True
     try:
-        yield settings
+        yield caches
     finally:
-        reset(bundle)
+        caches.close()
+
+
+@dataclass(frozen=True)
+class SpeedOptions:
+    """The speed options of a generating command (``--step-cache``, ``--attention``, ...)."""
+
+    cache: str = "none"
+    threshold: float | None = None
+    interval: int | None = None
+    attention: str | None = None
+    compile: bool = False
+
+    def check(self) -> None:
+        """Refuse bad values before any model loads."""
+        if self.cache not in CACHES:
+            raise BadInputError(f"unknown step cache {self.cache!r}; use one of {', '.join(CACHES)}")
+        if self.attention is not None and self.attention not in ATTENTION_BACKENDS:
+            raise BadInputError(f"unknown attention backend {self.attention!r}; use one of {', '.join(ATTENTION_BACKENDS)}")
+        if self.threshold is not None and not (self.threshold == self.threshold and 0 < self.threshold < float("inf")):
+            raise BadInputError(f"--cache-threshold must be a finite number > 0, got {self.threshold}")
+        if self.interval is not None and self.interval < 1:
+            raise BadInputError(f"--cache-interval must be >= 1, got {self.interval}")
+
+    def open(self, bundle: "ModelBundle", notice=None):
+        return accelerated(bundle, cache=self.cache, threshold=self.threshold, interval=self.interval,
+                           attention=self.attention, compile=self.compile, notice=notice)

@@ -174,23 +174,3 @@ SOLVERS = {
     "unipc": unipc,
 }
 INVERTIBLE = ("euler", "midpoint", "fireflow")
-CALLS_PER_STEP = {"euler": 1.0, "midpoint": 2.0, "fireflow": 1.0, "unipc": 1.0}
-
-
-def get_solver(name: str, inversion: bool = False):
-    from wanctl.core.errors import BadInputError
-
-    names = INVERTIBLE if inversion else tuple(SOLVERS)
-    if name not in names:
-        what = "inversion" if inversion else "sampling"
-        raise BadInputError(f"unknown {what} solver {name!r}; use one of {', '.join(names)}")
-    return SOLVERS[name]
-
-
-def model_calls(name: str, steps: int, refine: int = 0) -> int:
-    """Model evaluations (per CFG branch) a solver makes over ``steps`` steps."""
-    if name == "fireflow":
-        return steps + 1 if steps else 0
-    if name == "euler" and refine:
-        return steps * (1 + refine)
-    return int(CALLS_PER_STEP[name] * steps)

@@ -1,20 +1,20 @@
-"""The sampling engine every generating command uses.
+"""The velocity field v(x, s) the solvers integrate, read from the run plan.
 
-``VelocityModel`` turns a model bundle, text embeddings and a family condition into the
-``v(x, s)`` callable the solvers integrate: it applies the conditioning (SPEC section 4), routes
-A14B experts by ``t >= boundary * 1000``, and does classifier-free guidance per expert.
-``denoise`` and ``invert`` run a solver over a schedule.
+``VelocityModel`` turns a model bundle, text embeddings and a family condition into a callable:
+it applies the conditioning, and takes the expert, the guidance scale and the model timestep of
+every call from the plan step the run is at (``RunState.step``). It decides nothing itself: a
+call at a level outside the current step is a bug, and raises.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from wanctl.core import trace
 from wanctl.core.sampling.conditioning import Condition
-from wanctl.core.sampling.schedule import Schedule, model_timestep, route_expert
-from wanctl.core.sampling.solvers import euler_refined, get_solver
+from wanctl.core.sampling.plan import PlanStep, RunPlan
+from wanctl.core.sampling.schedule import model_timestep
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -22,58 +22,54 @@ if TYPE_CHECKING:  # pragma: no cover
     from wanctl.core.models.bundle import ModelBundle
 
 
-@dataclass(frozen=True)
-class Guidance:
-    """CFG scale per expert: ``high`` for the high-noise expert (the only one of dense models)."""
-
-    high: float
-    low: float
-
-    def for_expert(self, expert: str) -> float:
-        return self.high if expert == "transformer" else self.low
-
-    def to_meta(self) -> dict:
-        return {"high_noise": self.high, "low_noise": self.low}
+@dataclass
+class ModelCall:
+    step: int
+    t: int
+    expert: str
+    batch: int
+    frames: int
+    branch: str  # "cond" | "uncond" | "batched" (all branches of an evaluation in one forward)
 
 
-NO_GUIDANCE = Guidance(1.0, 1.0)
+@dataclass
+class RunState:
+    """The mutable state of one execution of a plan: the step it is at, every DiT forward made
+    (the one call log), and the latest prediction (x, s, v) for x0 / eps estimates."""
+
+    plan: RunPlan
+    index: int = 0
+    calls: list[ModelCall] = field(default_factory=list)
+    last: tuple | None = None
+
+    @property
+    def step(self) -> PlanStep:
+        return self.plan.steps[self.index]
 
 
 @dataclass
 class VelocityModel:
-    """v(x, s) for a batch: conditioning + expert routing + CFG.
+    """v(x, s) for a batch of videos under one condition.
 
-    ``embeds`` and ``negative`` are (B, L, D) text embeddings; ``negative`` may be None when no
-    step uses guidance. ``cfg_off`` names denoising steps (indices into ``schedule``) that use
-    the conditional prediction only (CFG truncation). ``expert`` pins one expert instead of
-    routing by t. ``last`` holds (x, s, v) of the latest call, for x0 / eps predictions.
+    ``embeds`` and ``negative`` are (B, L, D) text embeddings; ``negative`` is needed when a
+    plan step uses CFG. ``rope_reverse`` flags batch rows whose temporal RoPE positions run
+    backwards (the bidirectional flf2v pass).
     """
 
     bundle: "ModelBundle"
+    state: RunState
     embeds: "torch.Tensor"
     condition: Condition
-    guidance: Guidance = NO_GUIDANCE
     negative: "torch.Tensor | None" = None
-    boundary: float | None = None
-    schedule: Schedule | None = None
-    cfg_off: frozenset = frozenset()
-    cfg_batch: bool = False
-    expert: str | None = None
-    rope_reverse: tuple | None = None  # per batch row: reversed temporal RoPE positions
-    calls: list = field(default_factory=list)  # (expert, batch, frames) per DiT forward
-    last: tuple | None = None
+    rope_reverse: tuple | None = None
 
-    def guidance_at(self, s: float, expert: str) -> float:
-        if self.cfg_off and self.schedule is not None and self.schedule.step_of(s) in self.cfg_off:
-            return 1.0
-        return self.guidance.for_expert(expert)
-
-    def _forward(self, expert: str, inp, ts, emb, branch: str = "cond"):
+    def _forward(self, step: PlanStep, t: int, inp, ts, emb, branch: str):
         from wanctl.core.sampling.rope import reversed_time_rope
 
-        dit = self.bundle.transformer(expert)
-        self.calls.append((expert, inp.shape[0], inp.shape[2]))
-        trace.event("model_call", expert=expert, batch=int(inp.shape[0]), frames=int(inp.shape[2]), branch=branch)
+        dit = self.bundle.transformer(step.expert)
+        call = ModelCall(step.index, t, step.expert, int(inp.shape[0]), int(inp.shape[2]), branch)
+        self.state.calls.append(call)
+        trace.event("model_call", **call.__dict__)
         flags = None
         if self.rope_reverse:
             flags = list(self.rope_reverse) * (inp.shape[0] // len(self.rope_reverse))
@@ -90,67 +86,29 @@ class VelocityModel:
     def __call__(self, x: "torch.Tensor", s: float) -> "torch.Tensor":
         import torch
 
-        t = model_timestep(s)
-        expert = self.expert or route_expert(t, self.boundary)
-        g = self.guidance_at(s, expert)
+        step = self.state.step
+        lo, hi = sorted((step.s, step.s_next))
+        if not lo - 1e-9 <= s <= hi + 1e-9:
+            raise RuntimeError(f"model evaluated at s = {s} outside plan step {step.index} [{lo}, {hi}]")
+        t = step.t if s == step.s else step.t_next if s == step.s_next else model_timestep(s)
+        g = step.guidance
         inp = self.condition.model_input(x)
         ts = self.condition.timestep(t, x)
         with torch.inference_mode():
             if g == 1.0:
-                v = self._forward(expert, inp, ts, self.embeds)
-            elif self.cfg_batch:
-                both = self._forward(
-                    expert, torch.cat([inp, inp]), torch.cat([ts, ts]), torch.cat([self.embeds, self.negative]), "cfg"
-                )
+                v = self._forward(step, t, inp, ts, self.embeds, "cond")
+            elif self.state.plan.branches_batched:
+                both = self._forward(step, t, torch.cat([inp, inp]), torch.cat([ts, ts]),
+                                     torch.cat([self.embeds, self.negative]), "batched")
                 v_cond, v_uncond = both.chunk(2)
                 v = v_uncond + g * (v_cond - v_uncond)
             else:
-                v_cond = self._forward(expert, inp, ts, self.embeds, "cond")
-                v_uncond = self._forward(expert, inp, ts, self.negative, "uncond")
+                v_cond = self._forward(step, t, inp, ts, self.embeds, "cond")
+                v_uncond = self._forward(step, t, inp, ts, self.negative, "uncond")
                 v = v_uncond + g * (v_cond - v_uncond)
         v = self.condition.mask_velocity(v)
-        self.last = (x, s, v)
+        self.state.last = (x, s, v)
         return v
-
-
-def denoise(
-    model: Callable,
-    x: "torch.Tensor",
-    schedule: Schedule,
-    solver: str = "unipc",
-    condition: Condition | None = None,
-    callback=None,
-) -> "torch.Tensor":
-    """Integrate from the schedule's top level down to s = 0."""
-    cond = condition or Condition()
-    x = cond.pin(x)
-    x = get_solver(solver)(model, x, list(schedule.sigmas), callback=callback)
-    return cond.pin(x)
-
-
-def invert(
-    model: Callable,
-    x0: "torch.Tensor",
-    schedule: Schedule,
-    solver: str = "euler",
-    refine: int = 0,
-    condition: Condition | None = None,
-    callback=None,
-) -> "torch.Tensor":
-    """Integrate the flow ODE from the clean latent (s = 0) up to the schedule's top level,
-    visiting the denoising grid's points in reverse."""
-    cond = condition or Condition()
-    x = cond.pin(x0)
-    sigmas = schedule.reversed()
-    if refine:
-        if solver != "euler":
-            from wanctl.core.errors import BadInputError
-
-            raise BadInputError("--refine applies to the euler solver only")
-        x = euler_refined(model, x, sigmas, refine, callback=callback)
-    else:
-        x = get_solver(solver, inversion=True)(model, x, sigmas, callback=callback)
-    return cond.pin(x)
 
 
 def seeded_noise(shape: tuple[int, ...], seed: int) -> "torch.Tensor":

@@ -1,4 +1,4 @@
-"""``denoise``: noise (inverted or fresh) -> clean latents, for one or many targets (SPEC 5.2).
+"""``denoise``: noise (inverted or fresh) -> clean latents, for one or many targets.
 
 Reuse is the point: the noise and the models load once, each distinct prompt is encoded once,
 and targets (a first frame, a prompt, an output path each) run in batches. A target that cannot
@@ -11,15 +11,16 @@ import csv
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING, Callable
 
-from wanctl.core.io.artifact import Artifact, artifact_digest, check_family, first_frame, input_record, new_meta, sha256_file
-from wanctl.core.sampling.conditioning import Condition, build_condition, empty_condition
 from wanctl.core.errors import BadInputError
-from wanctl.core.families import DEFAULT_NEGATIVE_PROMPT, FamilySpec
-from wanctl.core.sampling.velocity import Guidance, VelocityModel, denoise, seeded_noise
-from wanctl.core.sampling.schedule import Schedule, make_schedule
+from wanctl.core.io.artifact import Artifact, artifact_digest, check_family, input_record, new_meta, sha256_file
 from wanctl.core.models.text import encode_prompts
+from wanctl.core.sampling.conditioning import Condition, build_condition, empty_condition
+from wanctl.core.sampling.executor import sample
+from wanctl.core.sampling.plan import RunPlan
+from wanctl.core.sampling.schedule import Schedule, custom_schedule, make_schedule
+from wanctl.core.sampling.velocity import seeded_noise
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -177,6 +178,24 @@ class NoiseSource:
         return {"seed": self.seed}
 
 
+def noise_schedule(art: Artifact, *, steps: int | None = None, shift: float | None = None, grid: str | None = None,
+                   sigmas: tuple[float, ...] | None = None) -> Schedule:
+    """The grid a noise artifact is denoised on: its own, or rebuilt from the given options on
+    the noise's own grid and shift by default, at the noise's level."""
+    own = Schedule.from_meta((art.meta.get("params") or {}).get("schedule") or {})
+    if steps is None and shift is None and grid is None and sigmas is None:
+        return own
+    level = own.s_max
+    strength = 1.0 if level >= 0.999 else level
+    if sigmas is not None:
+        return custom_schedule(sigmas, strength)
+    g = grid or (own.grid if own.grid != "custom" else "official")
+    sh = shift if shift is not None else own.shift
+    if sh is None:
+        raise BadInputError("the noise was made on an exact --sigmas list: give --shift (or --sigmas) to rebuild its grid")
+    return make_schedule(steps or own.steps, sh, g, strength)
+
+
 def noise_from_artifact(art: Artifact, bundle: "ModelBundle", schedule: Schedule | None, warn=None) -> NoiseSource:
     from wanctl.core.workflows.invert import check_vae
 
@@ -198,25 +217,13 @@ def noise_from_artifact(art: Artifact, bundle: "ModelBundle", schedule: Schedule
     v = art.meta.get("video") or {}
     if art.latents.shape[0] != 1:
         raise BadInputError(f"{where}: holds {art.latents.shape[0]} noises; denoise takes one")
-    return NoiseSource(art.latents.float(), schedule, v["frames"], v["width"], v["height"], v.get("fps") or bundle.family.preset.fps, artifact=art)
+    return NoiseSource(art.latents.float(), schedule, v["frames"], v["width"], v["height"], v.get("fps") or bundle.preset.fps, artifact=art)
 
 
 def fresh_noise(bundle: "ModelBundle", *, seed: int, frames: int, width: int, height: int, schedule: Schedule, fps: float | None = None) -> NoiseSource:
     fam = bundle.family
     shape = (1, fam.latent_channels, fam.latent_frames(frames), height // fam.stride[1], width // fam.stride[2])
-    return NoiseSource(seeded_noise(shape, seed), schedule, frames, width, height, fps or fam.preset.fps, seed=seed)
-
-
-def resolve_guidance(family: FamilySpec, guidance: float | None, guidance_low: float | None) -> Guidance:
-    """--guidance sets the high-noise expert (and the low one unless --guidance-low is given)."""
-    p = family.preset
-    if guidance is None and guidance_low is None:
-        return Guidance(p.guidance_high, p.guidance_low)
-    high = p.guidance_high if guidance is None else guidance
-    low = guidance_low if guidance_low is not None else (guidance if guidance is not None else p.guidance_low)
-    if family.experts == 1 and guidance_low is not None:
-        raise BadInputError(f"--guidance-low applies to two-expert models; {family.name} has one")
-    return Guidance(high, low)
+    return NoiseSource(seeded_noise(shape, seed), schedule, frames, width, height, fps or bundle.preset.fps, seed=seed)
 
 
 def target_condition(bundle: "ModelBundle", src: NoiseSource, target: Target, conditional_noise: bool) -> tuple[Condition, str]:
@@ -240,34 +247,36 @@ def target_condition(bundle: "ModelBundle", src: NoiseSource, target: Target, co
 
 def run_denoise(
     bundle: "ModelBundle",
+    plan: RunPlan,
     src: NoiseSource,
     targets: list[Target],
     *,
-    solver: str,
-    guidance: Guidance,
-    negative_prompt: str | None,
-    batch_size: int = 1,
-    cfg_batch: bool = False,
     on_result: Callable[[Target, Artifact], None],
+    speed=None,
     progress: Callable[[int], None] | None = None,
     notice=None,
 ) -> None:
-    """Denoise ``src`` once per target (in batches); ``on_result`` gets each finished artifact."""
-    import torch
+    """Denoise ``src`` once per target, ``plan.batch`` targets per run of the plan, with the
+    step caches of ``speed``; ``on_result`` gets each finished artifact."""
+    from wanctl.core.sampling.acceleration import SpeedOptions
 
-    if batch_size < 1:
-        raise BadInputError("--batch-size must be >= 1")
     ok = [t for t in targets if t.error is None]
     if not ok:
         return
-    uses_cfg = guidance.high != 1.0 or (bundle.family.experts == 2 and guidance.low != 1.0)
-    negative = (DEFAULT_NEGATIVE_PROMPT if negative_prompt is None else negative_prompt) if uses_cfg else None
+    with (speed or SpeedOptions()).open(bundle, notice) as caches:
+        _run_batches(bundle, plan, src, ok, on_result, caches, progress, notice)
+
+
+def _run_batches(bundle, plan: RunPlan, src: NoiseSource, ok: list[Target], on_result, caches, progress, notice) -> None:
+    import torch
+
+    negative = plan.negative_prompt
     embeds = encode_prompts(bundle, [t.prompt for t in ok] + ([negative] if negative is not None else []))
     device = bundle.device
     noise_params = (src.artifact.meta.get("params") or {}) if src.artifact is not None else {}
     conditional_noise = bool(noise_params.get("conditional"))
-    for start in range(0, len(ok), batch_size):
-        batch = ok[start : start + batch_size]
+    for start in range(0, len(ok), plan.batch):
+        batch = ok[start : start + plan.batch]
         conds, sources = [], []
         for t in batch:
             for n in t.notes:
@@ -278,41 +287,34 @@ def run_denoise(
             sources.append(source)
         cond = Condition.cat(conds).to(device)
         b = len(batch)
-        model = VelocityModel(
-            bundle,
-            torch.cat([embeds[t.prompt] for t in batch]).to(device),
-            cond,
-            guidance,
-            embeds[negative].repeat(b, 1, 1).to(device) if negative is not None else None,
-            bundle.spec.boundary,
-            schedule=src.schedule,
-            cfg_batch=cfg_batch,
-        )
-        x = src.latents.to(device).repeat(b, 1, 1, 1, 1)
-        out = denoise(model, x, src.schedule, solver, cond, callback=(lambda *a: progress(b)) if progress else None)
+        emb = torch.cat([embeds[t.prompt] for t in batch])
+        neg = embeds[negative].repeat(b, 1, 1) if negative is not None else None
+        out, state = sample(bundle, plan, src.latents.repeat(b, 1, 1, 1, 1), cond, emb, neg, caches=caches,
+                            on_step=(lambda *a: progress(b)) if progress else None)
         out = out.float().cpu()
-        calls_per_target = len(model.calls)
         for i, t in enumerate(batch):
-            on_result(t, _artifact(bundle, src, t, out[i : i + 1], cond.select([i]), sources[i], solver, guidance,
-                                   negative, calls_per_target, b))
+            on_result(t, _artifact(bundle, plan, src, t, out[i : i + 1], cond.select([i]), sources[i], len(state.calls), b,
+                                   caches))
 
 
-def _artifact(bundle, src: NoiseSource, t: Target, latents, cond: Condition, source, solver, guidance, negative, calls,
-              batch) -> Artifact:
+def _artifact(bundle, plan: RunPlan, src: NoiseSource, t: Target, latents, cond: Condition, source, forwards, batch,
+              caches) -> Artifact:
     import numpy as np
     import torch
 
     params = {
         "schedule": src.schedule.to_meta(),
-        "solver": solver,
+        "solver": plan.solver,
         "prompt": t.prompt,
-        "negative_prompt": negative,
-        "guidance": guidance.to_meta() if negative is not None else None,
-        "boundary": bundle.spec.boundary,
+        "negative_prompt": plan.negative_prompt,
+        "guidance": plan.guidance.to_meta() if plan.uses_cfg else None,
+        "boundary": plan.boundary,
         "first_frame": source,
         "conditioning": cond.kind,
         "batch_size": batch,
-        "model_calls_per_batch": calls,
+        "dit_forwards": forwards,
+        "acceleration": dict(caches.settings) if caches is not None else None,
+        "plan": plan.to_meta(),
         **src.describe(),
     }
     inputs = []
@@ -336,3 +338,51 @@ def _artifact(bundle, src: NoiseSource, t: Target, latents, cond: Condition, sou
         inputs=inputs,
     )
     return Artifact(tensors, meta)
+
+
+# --------------------------------------------------------------------------- the command's workflow
+
+
+def noise_source(bundle: "ModelBundle", art: Artifact | None, *, seed: int, frames: int | None = None,
+                 size: tuple[int, int] | None = None, steps: int | None = None, shift: float | None = None,
+                 grid: str | None = None, sigmas: tuple[float, ...] | None = None, first_image: str | None = None,
+                 warn=None) -> NoiseSource:
+    """Where a run starts: a noise artifact (its grid, unless --steps/--shift/--grid/--sigmas
+    rebuild it on the noise's own grid and level) or seeded noise of the given or preset size."""
+    from wanctl.core.families import check_frames, check_size
+    from wanctl.core.sampling.schedule import schedule_from_options
+
+    pre = bundle.preset
+    if art is not None:
+        if frames is not None or size is not None:
+            raise BadInputError("--frames/--size apply to seeded noise; a noise artifact fixes them")
+        sched = None
+        if steps is not None or shift is not None or grid is not None or sigmas is not None:
+            sched = noise_schedule(art, steps=steps, shift=shift, grid=grid, sigmas=sigmas)
+        return noise_from_artifact(art, bundle, sched, warn=warn)
+    fam = bundle.family
+    n_frames = pre.frames if frames is None else frames
+    check_frames(n_frames)
+    wh = size
+    if wh is None:
+        if first_image is not None:
+            from wanctl.core.io.video import fit_size, load_image
+
+            img = load_image(first_image)
+            wh = fit_size(img.shape[1], img.shape[0], fam.size_multiple, None)
+        else:
+            wh = pre.default_size
+    check_size(fam, *wh)
+    sched = schedule_from_options(pre, steps=steps, shift=shift, grid=grid, sigmas=sigmas)
+    return fresh_noise(bundle, seed=seed, frames=n_frames, width=wh[0], height=wh[1], schedule=sched)
+
+
+def plan_denoise(bundle: "ModelBundle", src: NoiseSource, *, solver: str, guidance: float | None = None,
+                 guidance_low: float | None = None, negative_prompt: str | None = None, batch_size: int = 1,
+                 cfg_batch: bool = False) -> RunPlan:
+    from wanctl.core.sampling.plan import plan_run, resolve_guidance
+
+    g = resolve_guidance(bundle.family, bundle.preset, guidance, guidance_low)
+    return plan_run(bundle.spec, "denoise", schedule=src.schedule, solver=solver, frames=src.frames, width=src.width,
+                    height=src.height, guidance=g, negative_prompt=negative_prompt, batch=batch_size,
+                    branches_batched=cfg_batch)

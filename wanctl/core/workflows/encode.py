@@ -211,3 +211,11 @@ def decode(
 
     lat = artifact.latents[index : index + 1]
     return decode_latents(bundle.vae(), lat, progress)
+
+
+def decode_to_file(bundle: "ModelBundle", art: Artifact, path: str, fps: float, *, force: bool = False,
+                   progress=None) -> None:
+    """Decode a latent artifact straight to a video file (``--decode`` of the generating commands)."""
+    with vio.VideoWriter(path, fps, force=force) as w:
+        for f in decode(bundle, art, progress=progress):
+            w.write(f)

@@ -1,4 +1,4 @@
-"""``invert``: a clean latent artifact -> a noise artifact (SPEC section 5.1).
+"""``invert``: a clean latent artifact -> a noise artifact.
 
 The flow ODE is integrated from s = 0 up to the grid's top level on the reverse of the
 denoising grid, with the conditional velocity only (no CFG) and the source prompt.
@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Callable
 from wanctl.core.io.artifact import Artifact, artifact_digest, check_family, first_frame, input_record, new_meta
 from wanctl.core.sampling.conditioning import Condition, build_condition, empty_condition
 from wanctl.core.errors import BadInputError
-from wanctl.core.sampling.velocity import VelocityModel, invert
-from wanctl.core.sampling.schedule import Schedule
+from wanctl.core.sampling.executor import sample
+from wanctl.core.sampling.plan import RunPlan
 from wanctl.core.models.text import encode_prompts
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -78,8 +78,7 @@ def source_condition(bundle: "ModelBundle", art: Artifact, conditional: bool, no
     ])
 
 
-def inversion_key(bundle: "ModelBundle", latent: Artifact, *, prompt: str, schedule: Schedule, solver: str,
-                  refine: int, conditional: bool) -> str:
+def inversion_key(bundle: "ModelBundle", latent: Artifact, plan: RunPlan, *, prompt: str, conditional: bool) -> str:
     """Cache key: the source latent's content, the model's fingerprints and every parameter."""
     from wanctl.core.io import cache
     
@@ -89,9 +88,10 @@ def inversion_key(bundle: "ModelBundle", latent: Artifact, *, prompt: str, sched
         "model": bundle.record(bundle.experts() + ["text_encoder", "tokenizer", "vae"])["fingerprint"],
         "dtype": bundle.options.dtype,
         "prompt": prompt,
-        "schedule": schedule.to_meta(),
-        "solver": solver,
-        "refine": refine,
+        "schedule": plan.schedule.to_meta(),
+        "solver": plan.solver,
+        "refine": plan.refine,
+        "experts": [p.expert for p in plan.steps],
         "conditional": conditional,
     })
 
@@ -99,41 +99,33 @@ def inversion_key(bundle: "ModelBundle", latent: Artifact, *, prompt: str, sched
 def run_inversion(
     bundle: "ModelBundle",
     latent: Artifact,
+    plan: RunPlan,
     *,
     prompt: str,
-    schedule: Schedule,
-    solver: str = "euler",
-    refine: int = 0,
     conditional: bool = True,
     save_trajectory: bool = False,
     progress: Callable[[int], None] | None = None,
     notice=None,
 ) -> InversionResult:
-    import torch
-
     where = latent.path or "<stdin>"
     check_family(latent, bundle.family.name, where=where)
     check_vae(latent, bundle, where)
     if latent.meta.get("noise_level", 0.0) != 0.0:
         raise BadInputError(f"{where}: invert needs a clean latent (noise level 0), got s = {latent.meta['noise_level']}")
-    if refine and solver != "euler":
-        raise BadInputError("--refine applies to the euler solver only")
-    if refine < 0:
-        raise BadInputError("--refine must be >= 0")
+    schedule, solver, refine = plan.schedule, plan.solver, plan.refine
     device = bundle.device
     cond = source_condition(bundle, latent, conditional, notice).to(device)
     emb = encode_prompts(bundle, [prompt])[prompt]
     b = latent.latents.shape[0]
-    model = VelocityModel(bundle, emb.repeat(b, 1, 1).to(device), cond, boundary=bundle.spec.boundary)
     states = [latent.latents.float().clone()] if save_trajectory else None
 
-    def on_step(i, x, v, s, s_next):
+    def on_step(step, x):
         if states is not None:
             states.append(x.detach().float().cpu())
         if progress:
             progress(1)
 
-    noise = invert(model, latent.latents.float().to(device), schedule, solver, refine, cond, callback=on_step)
+    noise, state = sample(bundle, plan, latent.latents.float(), cond, emb.repeat(b, 1, 1), on_step=on_step)
     noise = noise.float().cpu()
     video = latent.meta.get("video") or {}
     src_inputs = (latent.meta.get("provenance") or {}).get("inputs") or []
@@ -146,7 +138,8 @@ def run_inversion(
         "conditional": bool(conditional) and bundle.family.conditioning != "text",
         "conditioning": cond.kind,
         "guidance": None,
-        "model_calls": len(model.calls),
+        "model_calls": len(state.calls),
+        "plan": plan.to_meta(),
     }
     components = bundle.experts() + ["text_encoder", "tokenizer", "vae"]
     inputs = [input_record("latent", where, artifact_digest(latent))] + [
@@ -181,4 +174,21 @@ def run_inversion(
         for k, st in enumerate(states):
             ttensors[f"trajectory/{k}"] = st
         traj = Artifact(ttensors, tmeta)
-    return InversionResult(Artifact(tensors, meta), traj, len(model.calls))
+    return InversionResult(Artifact(tensors, meta), traj, len(state.calls))
+
+
+def plan_invert(bundle: "ModelBundle", latent: Artifact, *, steps: int | None = None, shift: float | None = None,
+                grid: str | None = None, sigmas: tuple[float, ...] | None = None, strength: float = 1.0,
+                solver: str = "euler", refine: int = 0) -> RunPlan:
+    """The plan of an inversion of ``latent``: the reverse of the denoising grid, no CFG."""
+    from wanctl.core.sampling.plan import plan_run
+    from wanctl.core.sampling.schedule import schedule_from_options
+
+    video = latent.meta.get("video") or {}
+    fam = bundle.family
+    _, _, t, h, w = latent.latents.shape
+    frames = video.get("frames") or (t - 1) * fam.stride[0] + 1
+    sched = schedule_from_options(bundle.preset, steps=steps, shift=shift, grid=grid, sigmas=sigmas, strength=strength)
+    return plan_run(bundle.spec, "invert", schedule=sched, solver=solver, refine=refine, frames=frames,
+                    width=video.get("width") or w * fam.stride[2], height=video.get("height") or h * fam.stride[1],
+                    batch=latent.latents.shape[0])

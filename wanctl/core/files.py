@@ -1,0 +1,272 @@
+"""File helpers shared by the artifact, video and model code: content digests, atomic writes,
+JSON objects from model folders, safetensors headers.
+
+A leaf module: it imports only the standard library and :mod:`wanctl.core.errors`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import struct
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from wanctl.core.errors import BadInputError, ModelError
+
+# --------------------------------------------------------------------------- digests
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(chunk)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
+
+
+class DigestMemo:
+    """sha256 of files, memoised in a JSON file by (resolved path, size, mtime).
+
+    Hashing multi-gigabyte weights once per change, not once per run. A memo that cannot be read
+    starts empty; one that cannot be written only costs time.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._memo: dict[str, str] | None = None
+        self._dirty = False
+
+    def _entries(self) -> dict[str, str]:
+        if self._memo is None:
+            try:
+                data = json.loads(self.path.read_text())
+                self._memo = data if isinstance(data, dict) else {}
+            except (OSError, ValueError):
+                self._memo = {}
+        return self._memo
+
+    def digest(self, f: Path) -> str:
+        st = f.stat()
+        key = f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+        memo = self._entries()
+        if key not in memo:
+            memo[key] = sha256_file(f)
+            self._dirty = True
+        return memo[key]
+
+    def save(self) -> None:
+        if not self._dirty or self._memo is None:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(self._memo))
+            os.replace(tmp, self.path)
+            self._dirty = False
+        except OSError:  # a read-only cache only costs time
+            pass
+
+
+# --------------------------------------------------------------------------- JSON
+
+
+def read_json(p: Path, what: str, folder: str = "model folder") -> dict:
+    """A JSON object from a model folder, or a one-line ModelError naming what is missing or corrupt."""
+    try:
+        data = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise ModelError(f"{p.parent}: incomplete {folder}, {what} is missing ({p.name})") from None
+    except (ValueError, UnicodeDecodeError):
+        raise ModelError(f"{p}: corrupt {what} (not JSON)") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"{p}: corrupt {what} (not a JSON object)")
+    return data
+
+
+# --------------------------------------------------------------------------- atomic writes
+
+
+def check_output_file(path: str, force: bool) -> None:
+    """Refuse to overwrite without --force; the destination folder must exist."""
+    p = Path(path)
+    if p.exists() and not force:
+        raise BadInputError(f"{path} exists; pass --force to overwrite")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise BadInputError(f"output folder {parent} does not exist")
+
+
+def _tmp_name(dest: Path) -> Path:
+    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent if str(dest.parent) else ".")
+    os.close(fd)
+    return Path(name)
+
+
+def _fsync_dir(d: Path) -> None:
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(d: Path) -> None:
+    for root, _dirs, files in os.walk(d):
+        for f in files:
+            fd = os.open(os.path.join(root, f), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(root))
+
+
+class atomic_path:
+    """Context manager yielding a temporary path next to ``dest``; on success it is fsynced and
+    moved onto ``dest``; on any failure (or Ctrl-C) it is removed and ``dest`` is untouched.
+
+    Works for files and for directories (zarr stores, model folders). Used by every writer in wanctl.
+    """
+
+    def __init__(self, dest: str | os.PathLike, force: bool = False, directory: bool = False):
+        self.dest = Path(dest)
+        self.force = force
+        self.directory = directory
+        self.tmp: Path | None = None
+
+    def __enter__(self) -> Path:
+        check_output_file(str(self.dest), self.force)
+        self.tmp = _tmp_name(self.dest)
+        if self.directory:
+            self.tmp.unlink()
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        assert self.tmp is not None
+        if exc_type is not None:
+            _remove(self.tmp)
+            return False
+        try:
+            if self.tmp.is_dir():
+                _fsync_tree(self.tmp)
+            else:
+                fd = os.open(self.tmp, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            if self.dest.exists() and not self.force:
+                raise BadInputError(f"{self.dest} appeared while writing; pass --force to overwrite")
+            if self.dest.is_dir() and not self.dest.is_symlink():
+                # os.replace cannot replace a non-empty directory: move it aside first
+                trash = _tmp_name(self.dest)
+                trash.unlink()
+                os.replace(self.dest, trash)
+                os.replace(self.tmp, self.dest)
+                _remove(trash)
+            else:
+                if self.tmp.is_dir() and self.dest.exists():
+                    self.dest.unlink()
+                os.replace(self.tmp, self.dest)
+            _fsync_dir(self.dest.parent if str(self.dest.parent) else Path("."))
+        except BaseException:
+            _remove(self.tmp)
+            raise
+        return False
+
+
+def _remove(p: Path) -> None:
+    try:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        elif p.exists() or p.is_symlink():
+            p.unlink()
+    except OSError:  # pragma: no cover
+        pass
+
+
+# --------------------------------------------------------------------------- safetensors headers
+
+# safetensors dtype names <-> torch dtype names (as strings: no torch import here)
+_ST_DTYPES = {
+    "F64": "float64",
+    "F32": "float32",
+    "F16": "float16",
+    "BF16": "bfloat16",
+    "I64": "int64",
+    "I32": "int32",
+    "I16": "int16",
+    "I8": "int8",
+    "U8": "uint8",
+    "BOOL": "bool",
+}
+MAX_HEADER = 100 * 1024 * 1024
+
+
+@dataclass
+class TensorInfo:
+    shape: tuple[int, ...]
+    dtype: str
+
+
+def safetensors_head(path: str | os.PathLike) -> bytes:
+    """The first bytes of a safetensors file: the length prefix and the JSON header (when sane)."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) == 8:
+            (n,) = struct.unpack("<Q", head)
+            if 1 < n <= MAX_HEADER:
+                head += f.read(n)
+    return head
+
+
+def parse_safetensors_header(data: bytes, total_size: int, where: str) -> tuple[dict, dict[str, TensorInfo], dict]:
+    """Parse the JSON header of a safetensors blob; ``data`` holds at least the header bytes.
+
+    Returns (metadata strings, tensor infos, raw entries). Detects truncation from the data
+    offsets against ``total_size`` so a cut-off file is reported without reading tensors.
+    """
+    if total_size < 8 or len(data) < 8:
+        raise BadInputError(f"{where}: not a safetensors file (too short: {total_size} bytes)")
+    (n,) = struct.unpack("<Q", data[:8])
+    if n <= 1 or n > MAX_HEADER or n > total_size - 8:
+        if 8 + n > total_size and n <= MAX_HEADER:
+            raise BadInputError(f"{where}: truncated safetensors file (header needs {n} bytes, file has {total_size - 8})")
+        raise BadInputError(f"{where}: not a safetensors file (bad header length)")
+    if len(data) < 8 + n:
+        raise BadInputError(f"{where}: truncated safetensors file")
+    try:
+        header = json.loads(data[8 : 8 + n].decode("utf-8"))
+        if not isinstance(header, dict):
+            raise ValueError
+    except (UnicodeDecodeError, ValueError):
+        raise BadInputError(f"{where}: not a safetensors file (corrupt header)") from None
+    strmeta = header.pop("__metadata__", None) or {}
+    infos: dict[str, TensorInfo] = {}
+    end = 0
+    for name, ent in header.items():
+        try:
+            dtype = _ST_DTYPES.get(ent["dtype"], ent["dtype"].lower())
+            shape = tuple(int(s) for s in ent["shape"])
+            start, stop = (int(o) for o in ent["data_offsets"])
+        except (KeyError, TypeError, ValueError):
+            raise BadInputError(f"{where}: corrupt safetensors header entry for {name!r}") from None
+        infos[name] = TensorInfo(shape, dtype)
+        end = max(end, stop)
+    if 8 + n + end > total_size:
+        raise BadInputError(
+            f"{where}: truncated safetensors file ({total_size} bytes, tensors need {8 + n + end})"
+        )
+    return strmeta, infos, header

@@ -1,0 +1,182 @@
+"""Weight files read safely, and modules filled from them without a second copy in memory.
+
+* :class:`Checkpoint`: one ``.safetensors`` file or torch pickle. Shapes come without reading
+  tensor data (the safetensors header; a memory-mapped pickle). Pickles are only ever read with
+  ``torch.load(..., weights_only=True, map_location="cpu")``: an arbitrary pickle is refused,
+  never run.
+* :func:`build_empty` builds a diffusers / transformers module with empty (meta) weights from
+  its config; :func:`assign` fills it shard by shard, checking every name and shape, with the
+  dtype rules of the libraries' own ``from_pretrained``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
+
+from wanctl.core.errors import model_error as _err
+from wanctl.core.models.runtime import parse_dtype
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+
+class Checkpoint:
+    """One weight file. ``shapes()`` reads no tensor data (safetensors header; memory-mapped pickle);
+    ``tensors()`` yields (key, tensor) once. Pickles: torch.load(weights_only=True) only."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._sd: dict | None = None
+        self._shapes: dict | None = None
+
+    @property
+    def is_safetensors(self) -> bool:
+        return self.path.suffix.lower() == ".safetensors"
+
+    def _torch_load(self) -> dict:
+        if self._sd is None:
+            import pickle
+
+            import torch
+
+            try:
+                try:
+                    sd = torch.load(str(self.path), map_location="cpu", weights_only=True, mmap=True)
+                except RuntimeError as e:  # legacy (non-zip) pickles cannot be memory-mapped
+                    if "mmap" not in str(e):
+                        raise
+                    sd = torch.load(str(self.path), map_location="cpu", weights_only=True)
+            except pickle.UnpicklingError:
+                raise _err(f"{self.path}: refusing to load: not a plain tensor state dict (torch.load weights_only=True rejected it)") from None
+            except (OSError, RuntimeError, EOFError, ValueError) as e:
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise _err(f"{self.path}: cannot read: {first}") from None
+            for wrap in ("state_dict", "model", "module"):
+                if isinstance(sd, dict) and len(sd) == 1 and isinstance(sd.get(wrap), dict):
+                    sd = sd[wrap]
+            if not isinstance(sd, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()):
+                raise _err(f"{self.path}: not a state dict of tensors")
+            self._sd = sd
+        return self._sd
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        if self._shapes is None:
+            if self.is_safetensors:
+                from safetensors import safe_open
+
+                try:
+                    with safe_open(str(self.path), framework="pt") as f:
+                        shapes, dtypes = {}, set()
+                        for k in f.keys():
+                            sl = f.get_slice(k)
+                            shapes[k] = tuple(sl.get_shape())
+                            dtypes.add(sl.get_dtype())
+                except Exception as e:  # safetensors raises its own error types
+                    raise _err(f"{self.path}: not a readable safetensors file: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+                if any(d.startswith("F8") for d in dtypes):
+                    raise _err(f"{self.path}: fp8 (quantized) weights are not supported; use the fp16/bf16 file")
+                self._shapes = shapes
+            else:
+                self._shapes = {k: tuple(v.shape) for k, v in self._torch_load().items()}
+        return self._shapes
+
+    def tensors(self) -> Iterator[tuple[str, "torch.Tensor"]]:
+        if self.is_safetensors:
+            from safetensors import safe_open
+
+            with safe_open(str(self.path), framework="pt") as f:
+                for k in f.keys():
+                    yield k, f.get_tensor(k)
+        else:
+            sd = self._torch_load()
+            for k in list(sd):
+                yield k, sd[k]
+            self._sd = None  # drop the mapping so loaded tensors are owned by the model only
+
+
+def torch_dtype(dtype) -> "torch.dtype":
+    """A torch dtype from a torch dtype, a name ("bf16", "fp16", "fp32"...) or None (float32)."""
+    import torch
+
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    return parse_dtype(str(dtype))
+
+
+def _keep_fp32_parts(cls, dtype) -> set[str]:
+    """Module names the library's own from_pretrained keeps in float32 at this dtype."""
+    import torch
+
+    if dtype == torch.float32:
+        return set()
+    if cls.__module__.startswith("transformers"):
+        parts = set(getattr(cls, "_keep_in_fp32_modules_strict", None) or [])
+        if dtype == torch.float16:  # transformers applies the non-strict list for fp16 only
+            parts |= set(getattr(cls, "_keep_in_fp32_modules", None) or [])
+        return parts
+    return set(getattr(cls, "_keep_in_fp32_modules", None) or [])  # diffusers: any dtype
+
+
+def assign(model, batches: Iterator[dict], dtype, source: str, tied: dict[str, str] | None = None):
+    """Assign mapped tensors (one dict per shard) into a model built with empty weights, on the
+    CPU. ``tied``: {parameter: parameter it shares its tensor with}. Returns the model, eval mode,
+    no gradients."""
+    import torch
+
+    tied = tied or {}
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    keep = _keep_fp32_parts(type(model), dtype)
+    loaded: set[str] = set()
+    for batch in batches:
+        ready = {}
+        while batch:  # pop as we go: the shard's original tensors are freed once converted
+            k, t = batch.popitem()
+            if k in loaded:
+                raise _err(f"{source}: weight {k!r} appears twice")
+            if k not in expected:
+                raise _err(f"{source}: unexpected weight {k!r} for this architecture")
+            if tuple(t.shape) != expected[k]:
+                raise _err(f"{source}: {k} has shape {tuple(t.shape)}, the architecture wants {expected[k]}")
+            if t.is_floating_point():
+                want = torch.float32 if keep and keep & set(k.split(".")) else dtype
+                t = t.to(device="cpu", dtype=want)
+            else:
+                t = t.to(device="cpu")
+            ready[k] = t
+            loaded.add(k)
+        if ready:
+            model.load_state_dict(ready, strict=False, assign=True)
+    for dst, src in tied.items():
+        if src in loaded:
+            module_name, _, attr = dst.rpartition(".")
+            src_module, _, src_attr = src.rpartition(".")
+            setattr(model.get_submodule(module_name), attr, getattr(model.get_submodule(src_module), src_attr))
+            loaded.add(dst)
+    missing = sorted(set(expected) - loaded)
+    if missing:
+        raise _err(f"{source}: {len(missing)} weight(s) missing, e.g. {missing[0]}")
+    still_meta = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
+    if still_meta:
+        raise _err(f"{source}: {still_meta[0]} was not loaded")
+    return model.eval().requires_grad_(False)
+
+
+def build_empty(component: str, cfg: dict):
+    """The module of a component (DiT, VAE, umT5 encoder) from its config, with meta weights."""
+    from accelerate import init_empty_weights
+
+    with init_empty_weights():
+        if component in ("transformer", "transformer_2"):
+            from diffusers import WanTransformer3DModel
+
+            return WanTransformer3DModel.from_config(cfg)
+        if component == "vae":
+            from diffusers import AutoencoderKLWan
+
+            return AutoencoderKLWan.from_config(cfg)
+        from transformers import UMT5Config, UMT5EncoderModel
+
+        return UMT5EncoderModel(UMT5Config(**{k: v for k, v in cfg.items() if not k.startswith("_")}))
