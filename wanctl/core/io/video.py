@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from wanctl.core.errors import BadInputError
 
@@ -18,7 +18,6 @@ if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
-VIDEO_EXTS = {".mp4", ".webm", ".mov", ".mkv", ".avi", ".m4v"}
 GIF_EXTS = {".gif"}
 
 

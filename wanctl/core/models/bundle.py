@@ -22,8 +22,10 @@ from wanctl.core import trace
 from wanctl.core.errors import BadInputError, ModelError
 from wanctl.core.families import FamilySpec, Preset
 from wanctl.core.files import DigestMemo
+from wanctl.core.models.detect import detect_layout
 from wanctl.core.models.layout import ModelLayout
-from wanctl.core.models.runtime import device_of, hub_offline, parse_dtype, same_device
+from wanctl.core.models.presets import model_preset
+from wanctl.core.models.runtime import device_of, hub_offline, parse_dtype, same_device  # noqa: F401 (parse_dtype: for callers)
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -76,12 +78,9 @@ class ModelSpec:
 
 def inspect_folder(path: str | os.PathLike, name: str | None = None, builtin: bool = False) -> ModelSpec:
     """A model folder or file as a ModelSpec: its layout, family and presets (see :func:`detect.detect_layout`)."""
-    from wanctl.core.models.detect import detect_layout
-    from wanctl.core.models.presets import model_preset
-
     layout = detect_layout(path)
+    layout.configs()  # every config now: a broken model fails here, in one line, not mid-run
     spec = ModelSpec(name=name or layout.name, layout=layout, builtin=builtin)
-    spec.configs  # noqa: B018 - read every config now: a broken model fails here, in one line
     spec.preset = model_preset(layout.path, spec.family, spec.boundary)
     return spec
 
