@@ -6,8 +6,10 @@ import typer
 
 from wanctl import __version__
 from wanctl.commands import cache, decode, denoise, encode, export, flf2v, info, invert, model, preview, t2v
+from wanctl.commands._help import Command, Group
 
 app = typer.Typer(
+    cls=Group,
     name="wanctl",
     help=(
         "Command-line toolkit for Wan2.2 video diffusion workflows.\n\n"
@@ -35,15 +37,15 @@ def _root(
     pass
 
 
-app.command("encode")(encode.encode)
-app.command("invert")(invert.invert)
-app.command("denoise")(denoise.denoise)
-app.command("t2v")(t2v.t2v)
-app.command("flf2v")(flf2v.flf2v)
-app.command("decode")(decode.decode)
-app.command("info")(info.info)
-app.command("preview")(preview.preview)
-app.command("export")(export.export)
+app.command("encode", cls=Command)(encode.encode)
+app.command("invert", cls=Command)(invert.invert)
+app.command("denoise", cls=Command)(denoise.denoise)
+app.command("t2v", cls=Command)(t2v.t2v)
+app.command("flf2v", cls=Command)(flf2v.flf2v)
+app.command("decode", cls=Command)(decode.decode)
+app.command("info", cls=Command)(info.info)
+app.command("preview", cls=Command)(preview.preview)
+app.command("export", cls=Command)(export.export)
 app.add_typer(model.app, name="model")
 app.add_typer(cache.app, name="cache")
 

@@ -21,7 +21,14 @@ def _run(bundle, steps=8, frames=9, guidance=Guidance(4.0, 3.0), keep=False, gri
     plan = plan_run(bundle.spec, "t2v", schedule=sched, frames=frames, width=W, height=H, guidance=guidance,
                     negative_prompt=NEG, **{"solver": "unipc", **kw})
     emb = encode_prompts(bundle, [PROMPT, NEG])
-    res = run_t2v(bundle, plan, embeds=emb[PROMPT], negative=emb[NEG], seed=SEED, keep_switch_state=keep)
+    switch = {}
+
+    def at(event, step, x):  # the latent at the switch level: completed (half-frame) or reached (plain)
+        if event == "restart" or (event == "step" and not plan.half_frame and step.index == plan.expert_switch - 1):
+            switch["x"] = x.clone()
+
+    res = run_t2v(bundle, plan, embeds=emb[PROMPT], negative=emb[NEG], seed=SEED, callback=at if keep else None)
+    res.switch_state = switch.get("x")
     return plan, res
 
 

@@ -6,9 +6,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from wanctl.commands._common import JsonOpt, emit_json, handle_errors, info, out_console
+from wanctl.commands._help import Command, Group
+
+from wanctl.commands._options import JsonOpt
+from wanctl.commands._report import emit_json, handle_errors, info, out_console
 
 app = typer.Typer(
+    cls=Group,
     name="cache",
     help="Inspect and prune the caches (text embeddings, inversions) under $WANCTL_CACHE_DIR.",
     no_args_is_help=True,
@@ -37,7 +41,7 @@ def _human(n: float) -> str:
     return str(n)
 
 
-@app.command("list")
+@app.command("list", cls=Command)
 @handle_errors
 def list_entries(kind: KindOpt = None, as_json: JsonOpt = False) -> None:
     """List cache entries: kind, size, last use, what they hold.
@@ -65,7 +69,7 @@ def list_entries(kind: KindOpt = None, as_json: JsonOpt = False) -> None:
     out_console().print(t)
 
 
-@app.command("size")
+@app.command("size", cls=Command)
 @handle_errors
 def size(as_json: JsonOpt = False) -> None:
     """Bytes used per cache folder (embeddings, inversions, built-in models, fingerprints).
@@ -85,7 +89,7 @@ def size(as_json: JsonOpt = False) -> None:
     out_console().print(f"{'total':<20} {_human(sum(sizes.values())):>10}   ({cache.root()})")
 
 
-@app.command("prune")
+@app.command("prune", cls=Command)
 @handle_errors
 def prune(
     kind: KindOpt = None,

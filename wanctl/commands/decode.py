@@ -7,21 +7,16 @@ from typing import Annotated, Optional
 
 import typer
 
-from wanctl.commands._common import (
+from wanctl.commands._options import (
     DeviceOpt,
     ForceOpt,
     JsonOpt,
     ModelOpt,
     VaeDtypeOpt,
     VaeTilingOpt,
-    emit_json,
-    handle_errors,
-    info,
     load_options,
-    notice,
-    progress,
-    warn,
 )
+from wanctl.commands._report import emit_json, handle_errors, info, notice, progress, warn
 
 
 def _outputs(output: str, batch: int, index: Optional[int]) -> list[tuple[int, str]]:
@@ -82,7 +77,7 @@ def decode(
     check_family(art, bundle.family.name, where=latent)
     if art.meta.get("noise_level", 0) > 0:
         warn(f"decoding a noisy latent (noise level s = {art.meta['noise_level']:g}); expect noise in the video")
-    rate = fps or (art.meta.get("video") or {}).get("fps") or bundle.family.preset.fps
+    rate = fps or (art.meta.get("video") or {}).get("fps") or bundle.preset.fps
     t = art.latents.shape[2]
     for i, out in outs:
         with progress(f"decoding {Path(out).name}", t, "latent frames") as advance:

@@ -7,10 +7,15 @@ from typing import Annotated, Optional
 
 import typer
 
-from wanctl.commands._common import (
+from wanctl.commands._options import (
+    AttentionOpt,
     BatchOpt,
+    CacheIntervalOpt,
+    CacheThresholdOpt,
     CfgBatchOpt,
+    CompileOpt,
     DeviceOpt,
+    DryRunOpt,
     DtypeOpt,
     ForceOpt,
     GridOpt,
@@ -19,32 +24,21 @@ from wanctl.commands._common import (
     JsonOpt,
     ModelOpt,
     NegativeOpt,
-    AttentionOpt,
-    CacheIntervalOpt,
-    CacheThresholdOpt,
-    CompileOpt,
     NoCacheOpt,
     OffloadOpt,
-    TextEncoderDeviceOpt,
-    VaeTilingOpt,
-    DryRunOpt,
     SeedOpt,
     ShiftOpt,
     SigmasOpt,
     StepCacheOpt,
     StepsOpt,
-    emit_json,
-    parse_sigmas,
-    print_plan,
-    speed_options,
-    handle_errors,
-    info,
+    TextEncoderDeviceOpt,
+    VaeTilingOpt,
     load_options,
-    notice,
+    parse_sigmas,
     parse_size,
-    progress,
-    warn,
+    speed_options,
 )
+from wanctl.commands._report import emit_json, handle_errors, info, notice, print_plan, progress, warn
 
 
 @handle_errors

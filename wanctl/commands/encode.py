@@ -6,22 +6,17 @@ from typing import Annotated, Optional
 
 import typer
 
-from wanctl.commands._common import (
+from wanctl.commands._options import (
     DeviceOpt,
     ForceOpt,
     JsonOpt,
     ModelOpt,
     VaeDtypeOpt,
     VaeTilingOpt,
-    describe_output,
-    emit_json,
-    handle_errors,
-    info,
     load_options,
-    notice,
     parse_size,
-    progress,
 )
+from wanctl.commands._report import describe_output, emit_json, handle_errors, info, notice, progress
 
 
 @handle_errors
@@ -59,7 +54,8 @@ def encode(
     check_output(output, force)
     opts = load_options(device, vae_dtype=vae_dtype, vae_tiling=vae_tiling)
     bundle = open_bundle(model, notice=notice, options=opts)
-    plan = plan_encode(source, bundle.family, frames=frames, start=start, fps=fps, size=parse_size(size))
+    plan = plan_encode(source, bundle.family, frames=frames, start=start, fps=fps, size=parse_size(size),
+                       preset=bundle.preset)
     for n in plan.notes:
         notice(n)
     with progress("encoding", plan.frames or plan.info.frames, "frames") as advance:

@@ -6,7 +6,8 @@ from typing import Annotated
 
 import typer
 
-from wanctl.commands._common import ForceOpt, JsonOpt, ModelOpt, emit_json, handle_errors, info, notice
+from wanctl.commands._options import ForceOpt, JsonOpt, ModelOpt
+from wanctl.commands._report import emit_json, handle_errors, info, notice
 
 
 @handle_errors

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from wanctl.commands._common import (
+from wanctl.commands._options import (
     OUTPUT,
     SAMPLING,
     CfgBatchOpt,
@@ -28,14 +28,16 @@ from wanctl.commands._common import (
     StepsOpt,
     TextEncoderDeviceOpt,
     VaeTilingOpt,
+    load_options,
+    parse_sigmas,
+    parse_size,
+)
+from wanctl.commands._report import (
     describe_output,
     emit_json,
     handle_errors,
     info,
-    load_options,
     notice,
-    parse_sigmas,
-    parse_size,
     print_plan,
     progress,
 )
@@ -58,7 +60,7 @@ def flf2v(
     sigmas: SigmasOpt = None,
     solver: Annotated[Optional[str], typer.Option("--solver", rich_help_panel=SAMPLING, show_default=False, help="Default: unipc forward-only, euler with --bidirectional (which needs euler or midpoint).")] = None,
     seed: SeedOpt = 0,
-    noise: Annotated[Optional[str], typer.Option("--noise", rich_help_panel=SAMPLING, show_default=False, help="Start from an inverted source noise (from `wanctl invert`) instead of seeded noise: its grid, frames and size are used (--steps/--shift/--grid/--sigmas rebuild the grid at its level).")] = None,
+    noise: Annotated[Optional[str], typer.Option("--noise", rich_help_panel=SAMPLING, show_default=False, help="Start from an inverted source noise (from `wanctl invert`) instead of seeded noise: its grid, frames and size are used; --steps, --shift, --grid or --sigmas rebuild the grid at its level.")] = None,
     guidance: GuidanceOpt = None,
     guidance_low: GuidanceLowOpt = None,
     negative_prompt: NegativeOpt = None,

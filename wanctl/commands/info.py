@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from wanctl.commands._common import JsonOpt, emit_json, handle_errors, out_console
+from wanctl.commands._options import JsonOpt
+from wanctl.commands._report import emit_json, handle_errors, out_console
 
 
 def _fmt_bytes(n: int) -> str:
@@ -58,7 +59,12 @@ def _table(s: dict):
         if comps:
             t.add_row("", comps)
     for k, v in (s.get("params") or {}).items():
-        if isinstance(v, (list, dict)):
+        if k == "plan" and isinstance(v, dict) and isinstance(v.get("steps"), list):
+            steps = v["steps"]
+            experts = sorted({st.get("expert") for st in steps if isinstance(st, dict)})
+            v = (f"{v.get('task')}: {len(steps)} {v.get('solver')} steps, {v.get('forwards')} DiT forwards, "
+                 f"experts {', '.join(map(str, experts))} (wanctl info --json for every step)")
+        elif isinstance(v, (list, dict)):
             v = json.dumps(v)
             if len(v) > 120:
                 v = v[:117] + "..."

@@ -6,8 +6,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from wanctl.commands._common import (
+from wanctl.commands._options import (
     DeviceOpt,
+    DryRunOpt,
     DtypeOpt,
     ForceOpt,
     GridOpt,
@@ -15,19 +16,20 @@ from wanctl.commands._common import (
     ModelOpt,
     NoCacheOpt,
     OffloadOpt,
-    TextEncoderDeviceOpt,
-    VaeTilingOpt,
-    DryRunOpt,
     ShiftOpt,
     SigmasOpt,
     StepsOpt,
+    TextEncoderDeviceOpt,
+    VaeTilingOpt,
+    load_options,
+    parse_sigmas,
+)
+from wanctl.commands._report import (
     describe_output,
     emit_json,
     handle_errors,
     info,
-    load_options,
     notice,
-    parse_sigmas,
     print_plan,
     progress,
 )

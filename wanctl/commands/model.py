@@ -7,9 +7,13 @@ from typing import Annotated
 
 import typer
 
-from wanctl.commands._common import ForceOpt, JsonOpt, emit_json, handle_errors, info, out_console
+from wanctl.commands._help import Command, Group
+
+from wanctl.commands._options import ForceOpt, JsonOpt
+from wanctl.commands._report import emit_json, handle_errors, info, out_console
 
 app = typer.Typer(
+    cls=Group,
     name="model",
     help="List built-in models, write one to a folder, or check a model folder.",
     no_args_is_help=True,
@@ -17,7 +21,7 @@ app = typer.Typer(
 )
 
 
-@app.command("list")
+@app.command("list", cls=Command)
 @handle_errors
 def list_models(as_json: JsonOpt = False) -> None:
     """List built-in models and the default model ($WANCTL_MODEL).
@@ -50,7 +54,7 @@ def list_models(as_json: JsonOpt = False) -> None:
     out_console().print(f"default model: {default or builtin.default_for(None) + ' (WANCTL_MODEL unset)'}")
 
 
-@app.command("init")
+@app.command("init", cls=Command)
 @handle_errors
 def init(
     name: Annotated[str, typer.Argument(help="Built-in model name (see `wanctl model list`).", show_default=False)],
@@ -69,7 +73,7 @@ def init(
     info(f"wrote {name} to {out}")
 
 
-@app.command("check")
+@app.command("check", cls=Command)
 @handle_errors
 def check(
     folder: Annotated[str, typer.Argument(help="Model folder (diffusers layout) or built-in name.", show_default=False)],

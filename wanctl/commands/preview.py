@@ -6,7 +6,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from wanctl.commands._common import DeviceOpt, ForceOpt, JsonOpt, ModelOpt, emit_json, handle_errors, info, load_options, notice
+from wanctl.commands._options import DeviceOpt, ForceOpt, JsonOpt, ModelOpt, load_options
+from wanctl.commands._report import emit_json, handle_errors, info, notice
 
 
 def _pick(n: int, spec: str | None) -> list[int]:

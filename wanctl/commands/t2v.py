@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from wanctl.commands._common import (
+from wanctl.commands._options import (
     GUIDANCE,
     HALF_FRAME,
     OUTPUT,
@@ -36,17 +36,20 @@ from wanctl.commands._common import (
     StepsOpt,
     TextEncoderDeviceOpt,
     VaeTilingOpt,
+    load_options,
+    parse_sigmas,
+    parse_size,
+    speed_options,
+    unit_interval,
+)
+from wanctl.commands._report import (
     describe_output,
     emit_json,
     handle_errors,
     info,
-    load_options,
     notice,
-    parse_sigmas,
-    parse_size,
     print_plan,
     progress,
-    speed_options,
 )
 
 
@@ -65,10 +68,10 @@ def t2v(
     seed: SeedOpt = 0,
     guidance: GuidanceOpt = None,
     guidance_low: GuidanceLowOpt = None,
-    boundary: Annotated[Optional[float], typer.Option("--boundary", min=0.0, max=1.0, rich_help_panel=GUIDANCE, show_default=False, help="A14B expert switch as a fraction of 1000 timesteps (default: the model's, 0.875).")] = None,
+    boundary: Annotated[Optional[float], typer.Option("--boundary", callback=unit_interval, rich_help_panel=GUIDANCE, show_default=False, help="A14B expert switch as a fraction of 1000 timesteps (default: the model's, 0.875).")] = None,
     negative_prompt: NegativeOpt = None,
-    cfg_truncate_steps: Annotated[int, typer.Option("--cfg-truncate-steps", min=0, rich_help_panel=GUIDANCE, help="The last N steps use the conditional prediction only (1 model call).")] = 0,
-    cfg_truncate_high_noise_steps: Annotated[int, typer.Option("--cfg-truncate-high-noise-steps", min=0, rich_help_panel=GUIDANCE, help="The last M high-noise-expert steps use the conditional prediction only.")] = 0,
+    cfg_truncate_steps: Annotated[int, typer.Option("--cfg-truncate-steps", min=0, rich_help_panel="CFG truncation", help="The last N steps use the conditional prediction only (one forward per evaluation).")] = 0,
+    cfg_truncate_high_noise_steps: Annotated[int, typer.Option("--cfg-truncate-high-noise-steps", min=0, rich_help_panel="CFG truncation", help="The last M steps of the high-noise expert use the conditional prediction only.")] = 0,
     half_frame: Annotated[bool, typer.Option("--half-frame", rich_help_panel=HALF_FRAME, help="High-noise phase on ceil(T/2) latent frames, completed to T at the switch.")] = False,
     completion: Annotated[str, typer.Option("--completion", rich_help_panel=HALF_FRAME, help="How --half-frame completes the frames: renoise, repeat or interpolate.")] = "renoise",
     half_frame_until: Annotated[Optional[float], typer.Option("--half-frame-until", rich_help_panel=HALF_FRAME, show_default=False, help="The noise level at which to complete the frames (needed for ti2v-5b; A14B: default the expert switch).")] = None,

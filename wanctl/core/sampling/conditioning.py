@@ -1,4 +1,4 @@
-"""The one place that builds the DiT's conditioning per family (SPEC section 4).
+"""The one place that builds the DiT's conditioning per family.
 
 * ti2v-5b, image mode: the first frame's clean latent is pinned into latent frame 0 before every
   model call; frame-0 tokens get timestep 0, the others t (a (batch, tokens) timestep).
@@ -97,13 +97,6 @@ class Condition:
             return None if ts[0] is None else torch.cat(ts, dim=0)
 
         return Condition(join([c.pinned for c in conds]), join([c.concat for c in conds]), conds[0].patch)
-
-
-def prepare_image(img: "np.ndarray", width: int, height: int) -> "np.ndarray":
-    """A target frame resized to cover (width, height) and center-cropped (uint8 HWC)."""
-    from wanctl.core.io.video import resize_crop
-
-    return resize_crop(img, width, height)
 
 
 def i2v_mask(frames: int, latent_frames: int, h: int, w: int, first: bool, last: bool, batch: int = 1) -> "torch.Tensor":

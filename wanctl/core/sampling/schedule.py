@@ -28,10 +28,6 @@ NUM_TRAIN_TIMESTEPS = 1000
 MAX_STEPS = 1000  # more steps than training timesteps would repeat model timesteps
 
 
-def shift_sigma(u: float, shift: float) -> float:
-    return shift * u / (1.0 + (shift - 1.0) * u)
-
-
 def model_timestep(s: float) -> int:
     """The integer timestep the DiT is called with (truncation, not rounding)."""
     return int(s * NUM_TRAIN_TIMESTEPS)
@@ -63,13 +59,6 @@ class Schedule:
     def reversed(self) -> list[float]:
         """The inversion direction: 0 -> s_max on the same points."""
         return list(reversed(self.sigmas))
-
-    def step_of(self, s: float) -> int:
-        """Index of the denoising step whose interval (s_{i+1}, s_i] contains s."""
-        for i in range(self.num_steps):
-            if s > self.sigmas[i + 1] or i == self.num_steps - 1:
-                return i
-        return self.num_steps - 1
 
     def to_meta(self) -> dict:
         return {

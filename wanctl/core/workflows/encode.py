@@ -49,7 +49,11 @@ def plan_encode(
     start: float = 0.0,
     fps: float | None = None,
     size: tuple[int, int] | None = None,
+    preset=None,
 ) -> EncodePlan:
+    """What an encode reads and writes; ``preset`` (the model's, default the family's) gives the
+    frame rate of inputs that have none."""
+    default_fps = (preset or family.preset).fps
     info = vio.probe(source)
     if start < 0:
         raise BadInputError(f"--start must be >= 0, got {start}")
@@ -57,11 +61,11 @@ def plan_encode(
         check_frames(frames)
     notes: list[str] = []
     if info.kind in ("image", "frames") and info.fps is None:
-        src_fps = float(fps or family.preset.fps)
+        src_fps = float(fps or default_fps)
         if fps is None:
-            notes.append(f"{info.kind} input has no frame rate: using {src_fps:g} fps ({family.name} default)")
+            notes.append(f"{info.kind} input has no frame rate: using {src_fps:g} fps (the model's default)")
     else:
-        src_fps = float(info.fps or fps or family.preset.fps)
+        src_fps = float(info.fps or fps or default_fps)
     out_fps = float(fps or src_fps)
     if info.kind == "image":
         if frames not in (None, 1):

@@ -96,7 +96,6 @@ def complete_frames(
 class T2VResult:
     latents: "torch.Tensor"
     state: RunState  # the plan step reached, every DiT forward made
-    switch_state: "torch.Tensor | None" = None  # the latent at the switch level (see run_t2v)
 
     @property
     def calls(self) -> list:
@@ -111,39 +110,34 @@ def run_t2v(
     negative: "torch.Tensor | None",
     seed: int,
     caches=None,
-    progress: Callable[[int], None] | None = None,
-    keep_switch_state: bool = False,
+    callback: Callable[[str, PlanStep, "torch.Tensor"], None] | None = None,
 ) -> T2VResult:
     """Run a planned text-to-video generation; returns the final latents (1, C, T, h, w).
 
-    ``keep_switch_state`` keeps the latent where the half-frame run completes its frames (the
-    completed latent), or, for a plain run, its state at the expert switch, to compare them.
+    ``callback(event, step, x)`` sees ``("step", step, x)`` after every step and
+    ``("restart", step, x)`` with the completed latent where the half-frame run switches to
+    the full frame count, before that step runs.
     """
     device = bundle.device
     state = RunState(plan)
     model = VelocityModel(bundle, state, embeds.to(device), Condition(),
                           negative.to(device) if negative is not None else None)
-    first = plan.steps[0].frames
-    captured: dict = {}
-    expert_switch = plan.expert_switch
 
     def on_step(step: PlanStep, x):
-        if keep_switch_state and not plan.half_frame and expert_switch is not None and step.index == expert_switch - 1:
-            captured["x"] = x.clone()
-        if progress:
-            progress(1)
+        if callback:
+            callback("step", step, x)
 
     def complete(step: PlanStep, x):
         x_in, s_in, v_in = state.last
         x0 = x_in - s_in * v_in  # x0 prediction of the last model call before the switch
         x = complete_frames(x, step.frames, plan.completion, x0=x0, s=step.s, seed=seed)
-        if keep_switch_state:
-            captured["x"] = x.clone()
+        if callback:
+            callback("restart", step, x)
         return x
 
-    x = seeded_noise(plan.latent_shape(first), seed).to(device)
+    x = seeded_noise(plan.latent_shape(plan.steps[0].frames), seed).to(device)
     x = execute(plan, model, x, state, on_step=on_step, at_restart=complete, caches=caches)
-    return T2VResult(x, state, captured.get("x"))
+    return T2VResult(x, state)
 
 
 # --------------------------------------------------------------------------- the command's workflow
@@ -201,7 +195,8 @@ def generate_t2v(bundle: "ModelBundle", plan: RunPlan, *, prompt: str, seed: int
     emb = encode_prompts(bundle, [prompt] + ([neg] if neg is not None else []))
     with (speed or SpeedOptions()).open(bundle, notice) as caches:
         res = run_t2v(bundle, plan, embeds=emb[prompt], negative=emb[neg] if neg is not None else None, seed=seed,
-                      caches=caches, progress=progress)
+                      caches=caches, callback=(lambda event, *a: progress(1) if event == "step" else None)
+                      if progress else None)
     params = {
         "prompt": prompt,
         "negative_prompt": neg,
