@@ -76,9 +76,11 @@ def test_resize_crop():
         vio.fit_size(20, 20, 32, None)
 
 
-def test_resample_indices():
-    assert vio.resample_indices(None, 30, 15, 4) == [0, 2, 4, 6]
-    assert vio.resample_indices(None, 24, 16, 4) == [0, 2, 3, 5]
+def test_resampling_picks_the_nearest_frames():
+    from wanctl.core.workflows.encode import _resampled
+
+    assert list(_resampled(iter(range(8)), 30, 15)) == [0, 2, 4, 6]
+    assert list(_resampled(iter(range(6)), 24, 16))[:4] == [0, 2, 3, 5]
     assert vio.max_frames_at(33, 16, 8) == 17
 
 

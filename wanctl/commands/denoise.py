@@ -98,6 +98,8 @@ def denoise(
 
     if output is None and not dry_run:
         raise BadInputError("missing -o/--output (or use --dry-run)")
+    speed = speed_options(step_cache, cache_threshold, cache_interval, attention, compile)
+    sigma_list = parse_sigmas(sigmas)
     targets = gen.plan_targets(first_frames=first_frame or [], manifest=manifest, prompt=prompt, output=output or "-")
     multi = len(targets) > 1
     if multi and output is not None:
@@ -112,8 +114,6 @@ def denoise(
                 check_output_file(t.output, force)
             else:
                 check_output(t.output, force)
-    speed = speed_options(step_cache, cache_threshold, cache_interval, attention, compile)
-    sigma_list = parse_sigmas(sigmas)
     art = read_artifact(noise, kinds=("noise",)) if noise else None
     opts = load_options(device, dtype=dtype, no_cache=no_cache, offload=offload,
                         text_encoder_device=text_encoder_device, vae_tiling=vae_tiling)

@@ -154,15 +154,6 @@ def iter_frames(path: str, info: SourceInfo, start: float = 0.0) -> Iterator["np
         raise BadInputError(f"{path}: {_ffmpeg_reason(str(e))}") from None
 
 
-def resample_indices(n_src: int | None, src_fps: float, dst_fps: float, count: int) -> list[int]:
-    """Source frame index for each output frame: nearest frame at t = k / dst_fps."""
-    ratio = Fraction(src_fps).limit_denominator(10000) / Fraction(dst_fps).limit_denominator(10000)
-    idx = [int(k * ratio + Fraction(1, 2)) for k in range(count)]
-    if n_src is not None:
-        idx = [i for i in idx if i < n_src]
-    return idx
-
-
 def max_frames_at(n_src: int, src_fps: float, dst_fps: float) -> int:
     """How many output frames at dst_fps fit in n_src source frames."""
     ratio = Fraction(src_fps).limit_denominator(10000) / Fraction(dst_fps).limit_denominator(10000)

@@ -95,8 +95,6 @@ def unipc(model: Model, x, sigmas: Sequence[float], callback: Callback = None, o
     from the second step, a corrector (UniC) that reuses the model call of the next point.
     One model call per step. Denoising only (the formulas divide by s).
     """
-    import torch
-
     n = len(sigmas) - 1
     x0s: list = []  # data predictions m_i, newest last
     lam = [_lambda(s) for s in sigmas]

@@ -10,7 +10,7 @@ import hashlib
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from wanctl.core.io import video as vio
 from wanctl.core.io.artifact import Artifact, input_record, new_meta, sha256_file
