@@ -240,3 +240,34 @@ def test_dense_half_frame_with_first_block_cache_runs(bundles):
         res = run_t2v(b, plan, embeds=emb, negative=neg, seed=0, caches=caches)
     assert res.latents.shape[2] == plan.latent_frames == 5
     assert_calls_follow_plan(plan, res.calls)
+
+
+def test_a_run_that_goes_non_finite_stops_and_names_the_step(bundles):
+    from wanctl.core.errors import BadInputError
+    from wanctl.core.sampling.executor import execute
+    from wanctl.core.sampling.velocity import RunState
+
+    b = bundles("tiny-ti2v-5b")
+    plan = plan_run(b.spec, "denoise", schedule=make_schedule(10, 5.0), solver="euler", frames=9, width=W, height=H)
+    calls = []
+
+    def field(x, s):  # finite for 5 steps, then an overflow
+        calls.append(s)
+        return x * (float("inf") if len(calls) == 6 else 0.1)
+
+    with pytest.raises(BadInputError, match=r"NaN or infinite in steps 5-8 of 10"):
+        execute(plan, field, torch.zeros(1, 48, 3, 4, 4), RunState(plan))
+    assert len(calls) == 8  # stopped at the next check, not at the end
+
+
+def test_writer_refuses_non_finite_tensors(tmp_path):
+    from wanctl.core.errors import BadInputError
+    from wanctl.core.io.artifact import Artifact, new_meta, write_artifact
+
+    meta = new_meta("latent", family="ti2v-5b", command="test", noise_level=0.0,
+                    video={"width": 64, "height": 64, "frames": 9, "fps": 24})
+    bad = torch.zeros(1, 48, 3, 4, 4)
+    bad[0, 0, 0, 0, 0] = float("nan")
+    with pytest.raises(BadInputError, match="NaN or infinite"):
+        write_artifact(str(tmp_path / "o.safetensors"), Artifact({"latents": bad}, meta))
+    assert list(tmp_path.iterdir()) == []

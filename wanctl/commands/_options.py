@@ -48,7 +48,10 @@ def load_options(device: str | None, dtype: str = "bf16", vae_dtype: str = "fp32
     from wanctl.core.errors import BadInputError
     from wanctl.core.models.bundle import OFFLOAD_MODES, LoadOptions, parse_dtype
 
-    parse_dtype(dtype)
+    if str(parse_dtype(dtype)) == "torch.float16":
+        from wanctl.commands._report import warn
+
+        warn("--dtype fp16: Wan2.2 is trained in bf16, and fp16 activations can overflow to NaN; prefer bf16 (or fp32)")
     parse_dtype(vae_dtype)
     if offload not in OFFLOAD_MODES:
         raise BadInputError(f"unknown --offload {offload!r}; use one of {', '.join(OFFLOAD_MODES)}")

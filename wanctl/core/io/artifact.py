@@ -401,6 +401,9 @@ def write_artifact(path: str, artifact: Artifact, *, force: bool = False) -> Non
     import torch
 
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in artifact.tensors.items()}
+    for k, v in tensors.items():
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise BadInputError(f"refusing to write {path}: tensor {k!r} holds NaN or infinite values")
     fmt = output_format(path)
     if fmt == "zarr":
         # zarr 3 has no bfloat16: widen losslessly to float32

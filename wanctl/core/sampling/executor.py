@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
 
+from wanctl.core.errors import BadInputError
 from wanctl.core.sampling.plan import PlanStep, RunPlan
 from wanctl.core.sampling.solvers import SOLVERS, euler_refined
 from wanctl.core.sampling.velocity import RunState
@@ -23,6 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from wanctl.core.sampling.conditioning import Condition
 
 Field = Callable[["torch.Tensor", float], "torch.Tensor"]
+FINITE_CHECK_EVERY = 4  # steps between host reads of the non-finite flag (one reduction per step)
 
 
 def execute(
@@ -41,6 +43,7 @@ def execute(
     ``sampling.acceleration.accelerated``) is told where each segment starts.
     """
     levels = plan.levels
+    finite = _FiniteWatch(plan)
     for start, end in plan.segments():
         if start > 0 and at_restart is not None:
             x = at_restart(plan.steps[start], x)
@@ -50,6 +53,7 @@ def execute(
 
         def advance(i, x_new, v, s, s_next, start=start):
             k = start + i
+            finite.step(k, x_new)
             if on_step is not None:
                 on_step(plan.steps[k], x_new)
             state.index = min(k + 1, plan.num_steps - 1)
@@ -59,7 +63,33 @@ def execute(
             x = euler_refined(field, x, seg, plan.refine, callback=advance)
         else:
             x = SOLVERS[plan.solver](field, x, seg, callback=advance)
+    finite.check(plan.num_steps - 1)
     return x
+
+
+class _FiniteWatch:
+    """Stops a run whose latent went NaN / inf: one reduction per step kept on the device, read
+    on the host every few steps and at the end (so a GPU run adds no per-step sync)."""
+
+    def __init__(self, plan: RunPlan):
+        self.plan, self.bad, self.first_unchecked = plan, None, 0
+
+    def step(self, k: int, x) -> None:
+        import torch
+
+        flag = ~torch.isfinite(x).all()
+        self.bad = flag if self.bad is None else self.bad | flag
+        if (k + 1) % FINITE_CHECK_EVERY == 0:
+            self.check(k)
+
+    def check(self, k: int) -> None:
+        if self.bad is not None and bool(self.bad):
+            lo = self.first_unchecked + 1
+            where = f"step {k + 1}" if lo == k + 1 else f"steps {lo}-{k + 1}"
+            raise BadInputError(
+                f"the latent became NaN or infinite in {where} of {self.plan.num_steps}; nothing was written "
+                "(try --dtype bf16 or fp32, a lower --guidance, more --steps or another --solver)")
+        self.first_unchecked = k + 1
 
 
 def sample(bundle: "ModelBundle", plan: RunPlan, x: "torch.Tensor", condition: "Condition", embeds: "torch.Tensor",

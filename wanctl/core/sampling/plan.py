@@ -12,6 +12,7 @@ No torch here: a plan is data (and ``--dry-run`` loads no weights).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -50,6 +51,9 @@ def resolve_guidance(family: FamilySpec, preset, guidance: float | None, guidanc
     """--guidance sets the high-noise expert (and the low one unless --guidance-low is given)."""
     if family.experts == 1 and guidance_low is not None:
         raise BadInputError(f"--guidance-low applies to two-expert models; {family.name} has one")
+    for name, v in (("--guidance", guidance), ("--guidance-low", guidance_low)):
+        if v is not None and not math.isfinite(v):
+            raise BadInputError(f"{name} must be a finite number, got {v}")
     high = preset.guidance_high if guidance is None else guidance
     if guidance_low is not None:
         low = guidance_low
