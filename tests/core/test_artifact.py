@@ -153,10 +153,19 @@ def test_validation_errors(tmp_path):
     _bad(good, "expected a noise artifact, got a latent", kinds=("noise",))
 
     nan = tmp_path / "nan.safetensors"
-    write_artifact(str(nan), make_artifact(value=float("nan")))
+    with pytest.raises(BadInputError, match="NaN or infinite"):
+        write_artifact(str(nan), make_artifact(value=float("nan")))  # the writer refuses them
+    assert not nan.exists()
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    write_artifact(str(nan), make_artifact())
+    with safe_open(str(nan), "pt") as f:  # a file written by someone else: NaN latents, valid header
+        meta, lat = f.metadata(), f.get_tensor("latents")
+    save_file({"latents": torch.full_like(lat, float("nan"))}, str(nan), metadata=meta)
     _bad(nan, "NaN or infinite")
     inf = tmp_path / "inf.safetensors"
-    write_artifact(str(inf), make_artifact(value=float("inf")))
+    save_file({"latents": lat.clone().fill_(float("inf"))}, str(inf), metadata=meta)
     _bad(inf, "NaN or infinite")
 
     wrongch = tmp_path / "wrongch.safetensors"
