@@ -223,3 +223,18 @@ def test_stdout_and_stdin(tmp_path):
     back = read_artifact(str(q))
     assert torch.equal(back.latents, art.latents)
     assert back.meta["params"] == art.meta["params"]
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".zarr"])
+def test_outputs_get_the_umask_permissions(tmp_path, suffix):
+    old = os.umask(0o022)
+    try:
+        out = tmp_path / f"o{suffix}"
+        write_artifact(str(out), make_artifact())
+    finally:
+        os.umask(old)
+    files = [out] if out.is_file() else [p for p in out.rglob("*")] + [out]
+    for f in files:
+        mode = f.stat().st_mode & 0o777
+        assert mode == (0o755 if f.is_dir() else 0o644), (f, oct(mode))
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]

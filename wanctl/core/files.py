@@ -109,6 +109,25 @@ def _tmp_name(dest: Path) -> Path:
     return Path(name)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _apply_umask(p: Path) -> None:
+    """Give a finished output the permissions a plain ``open()`` would: mkstemp makes 0600 files,
+    which a colleague or a web server could not read."""
+    mask = _umask()
+    if p.is_dir():
+        for root, dirs, files in os.walk(p):
+            os.chmod(root, 0o777 & ~mask)
+            for f in files:
+                os.chmod(os.path.join(root, f), 0o666 & ~mask)
+    else:
+        os.chmod(p, 0o666 & ~mask)
+
+
 def _fsync_dir(d: Path) -> None:
     try:
         fd = os.open(d, os.O_RDONLY)
@@ -159,6 +178,7 @@ class atomic_path:
             _remove(self.tmp)
             return False
         try:
+            _apply_umask(self.tmp)
             if self.tmp.is_dir():
                 _fsync_tree(self.tmp)
             else:
