@@ -80,6 +80,16 @@ def test_repeated_invert_uses_cache_without_dit(tmp_path, cache_env, assets):
     assert "dropping a corrupt cache entry" in r.stderr and not json.loads(r.stdout)["cached"]
     assert torch.equal(read_artifact(str(tmp_path / "n4.safetensors")).latents, n1.latents)
     assert read_artifact(str(entry)).latents.shape == n1.latents.shape  # rebuilt
+    # an entry whose tensor bytes were zeroed still parses: its checksum gives it away
+    data = bytearray(entry.read_bytes())
+    header = 8 + int.from_bytes(data[:8], "little")
+    data[header:] = bytes(len(data) - header)
+    entry.write_bytes(bytes(data))
+    r = invoke(*inv, "-o", str(tmp_path / "n5.safetensors"), "--json")
+    assert r.exit_code == 0, r.stderr
+    assert "do not match their checksum" in r.stderr and not json.loads(r.stdout)["cached"]
+    n5 = read_artifact(str(tmp_path / "n5.safetensors"))
+    assert torch.equal(n5.latents, n1.latents) and "cache_payload_sha256" not in n5.meta
 
 
 def test_no_cache_and_cache_commands(tmp_path, cache_env, assets):

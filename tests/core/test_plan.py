@@ -271,3 +271,20 @@ def test_writer_refuses_non_finite_tensors(tmp_path):
     with pytest.raises(BadInputError, match="NaN or infinite"):
         write_artifact(str(tmp_path / "o.safetensors"), Artifact({"latents": bad}, meta))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_corrupt_magcache_calibration_is_not_used(bundles, tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.setenv("WANCTL_CACHE_DIR", str(tmp_path))
+    b = bundles("tiny-ti2v-5b")
+    plan = plan_run(b.spec, "t2v", schedule=make_schedule(6, 5.0), solver="euler", frames=9, width=W, height=H)
+    emb, _ = _embeds(b)
+    with acc.accelerated(b, cache="magcache") as caches:
+        run_t2v(b, plan, embeds=emb, negative=None, seed=0, caches=caches)
+    assert acc.load_calibration(b, plan) is not None
+    (entry,) = (tmp_path / "magcache").glob("*.json")
+    data = json.loads(entry.read_text())
+    data["ratios"][2] = 0.0  # a changed ratio no longer matches its checksum
+    entry.write_text(json.dumps(data))
+    assert acc.load_calibration(b, plan) is None

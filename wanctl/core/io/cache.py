@@ -58,6 +58,9 @@ def get(kind: str, key: str, notice: Callable[[str], None] | None = None) -> "Ar
         return None
     try:
         art = read_artifact(str(p))
+        stored = art.meta.pop(PAYLOAD_KEY, None)
+        if stored != payload_digest(art):
+            raise BadInputError("its tensors do not match their checksum" if stored else "it has no checksum")
     except BadInputError as e:
         if notice:
             notice(f"dropping a corrupt cache entry ({e.message}); recomputing")
@@ -75,13 +78,21 @@ def get(kind: str, key: str, notice: Callable[[str], None] | None = None) -> "Ar
     return art
 
 
+PAYLOAD_KEY = "cache_payload_sha256"  # every entry's checksum of its tensors, verified on read
+
+
+def payload_digest(art: "Artifact") -> str:
+    return tensor_digest(*(art.tensors[k] for k in sorted(art.tensors)))
+
+
 def put(kind: str, key: str, art: "Artifact") -> None:
-    from wanctl.core.io.artifact import write_artifact
+    from wanctl.core.io.artifact import Artifact, write_artifact
 
     p = entry_path(kind, key)
+    entry = Artifact(art.tensors, {**art.meta, PAYLOAD_KEY: payload_digest(art)})
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
-        write_artifact(str(p), art, force=True)
+        write_artifact(str(p), entry, force=True)
         trace.event("cache_put", kind=kind, key=key)
     except OSError:  # a full or read-only cache only costs time
         pass

@@ -76,15 +76,24 @@ def _calibration_path(key: str):
     return root() / "magcache" / f"{key}.json"
 
 
+def _ratios_digest(ratios: list[float]) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps([float(x) for x in ratios]).encode()).hexdigest()
+
+
 def load_calibration(bundle: "ModelBundle", plan: "RunPlan") -> dict[str, list[float]] | None:
     """Stored MagCache ratios for each expert the plan uses, or None if any is missing."""
     out = {}
     for e, n in plan.evaluations_per_expert().items():
         p = _calibration_path(_calibration_key(bundle, e, plan))
         try:
-            ratios = [float(x) for x in json.loads(p.read_text())["ratios"]]
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
+            entry = json.loads(p.read_text())
+            ratios = [float(x) for x in entry["ratios"]]
+            if entry.get("sha256") != _ratios_digest(ratios):
+                raise ValueError("checksum")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None  # missing or corrupt: this run calibrates afresh
         if len(ratios) != n:
             return None
         out[e] = ratios
@@ -98,7 +107,8 @@ def save_calibration(bundle: "ModelBundle", plan: "RunPlan", ratios: dict[str, l
         p = _calibration_path(_calibration_key(bundle, e, plan))
         p.parent.mkdir(parents=True, exist_ok=True)
         tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"ratios": r, "expert": e, "steps": plan.num_steps, "solver": plan.solver}))
+        tmp.write_text(json.dumps({"ratios": r, "sha256": _ratios_digest(r), "expert": e, "steps": plan.num_steps,
+                                   "solver": plan.solver}))
         os.replace(tmp, p)
 
 
