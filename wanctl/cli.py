@@ -50,5 +50,15 @@ app.add_typer(model.app, name="model")
 app.add_typer(cache.app, name="cache")
 
 
+def _on_sigterm(signum, frame) -> None:
+    from wanctl.core.errors import Terminated
+
+    raise Terminated()
+
+
 def main() -> None:
+    import signal
+
+    # a job scheduler's SIGTERM unwinds like Ctrl-C: temp files removed, one line, exit 143
+    signal.signal(signal.SIGTERM, _on_sigterm)
     app()

@@ -17,8 +17,10 @@ from wanctl.core.errors import (
     EXIT_BAD_INPUT,
     EXIT_INTERRUPTED,
     EXIT_OOM,
+    EXIT_TERMINATED,
     EXIT_UNEXPECTED,
     OOM_HINT,
+    Terminated,
     WanctlError,
 )
 
@@ -93,9 +95,10 @@ def handle_errors(fn: Callable) -> Callable:
         except WanctlError as e:
             error_line(e.message, e.hint)
             raise typer.Exit(e.exit_code) from None
-        except KeyboardInterrupt:
-            error_line("interrupted; no output was written")
-            raise typer.Exit(EXIT_INTERRUPTED) from None
+        except KeyboardInterrupt as e:
+            terminated = isinstance(e, Terminated)
+            error_line(f"{'terminated' if terminated else 'interrupted'}; no output was written")
+            raise typer.Exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED) from None
         except BrokenPipeError:
             # the reader of our stdout went away (e.g. `| head`): nothing more to say
             try:

@@ -7,6 +7,7 @@ EXIT_BAD_INPUT = 3
 EXIT_MODEL = 4
 EXIT_OOM = 5
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 
 class WanctlError(Exception):
@@ -44,3 +45,7 @@ class OutOfMemoryError(WanctlError):
 
 
 OOM_HINT = "try --offload model (or group), --vae-tiling, --text-encoder-device cpu, --batch-size 1, a smaller --size"
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is so that it unwinds like Ctrl-C (temp files removed)."""
