@@ -47,7 +47,8 @@ def denoise(
     prompt: Annotated[Optional[str], typer.Option("--prompt", "-p", help="Target prompt (manifest rows may set their own).", show_default=False)] = None,
     output: Annotated[Optional[str], typer.Option("--output", "-o", help="Output artifact; with several targets, a folder.", show_default=False)] = None,
     first_frame: Annotated[Optional[list[str]], typer.Option("--first-frame", "-i", help="Target first frame (image), repeatable; a folder adds every image in it.")] = None,
-    manifest: Annotated[Optional[str], typer.Option("--manifest", help="CSV (header first_frame,prompt,output) or JSONL of targets; paths relative to the manifest.")] = None,
+    manifest: Annotated[Optional[str], typer.Option("--manifest", help="CSV (header first_frame,prompt,output) or JSONL of targets; paths relative to the manifest. A row that cannot be read fails alone (exit 3 at the end).")] = None,
+    allow_outside: Annotated[bool, typer.Option("--allow-outside", help="Let manifest outputs resolve outside the manifest's folder and -o.")] = False,
     model: ModelOpt = None,
     negative_prompt: NegativeOpt = None,
     guidance: GuidanceOpt = None,
@@ -100,7 +101,8 @@ def denoise(
         raise BadInputError("missing -o/--output (or use --dry-run)")
     speed = speed_options(step_cache, cache_threshold, cache_interval, attention, compile)
     sigma_list = parse_sigmas(sigmas)
-    targets = gen.plan_targets(first_frames=first_frame or [], manifest=manifest, prompt=prompt, output=output or "-")
+    targets = gen.plan_targets(first_frames=first_frame or [], manifest=manifest, prompt=prompt, output=output or "-",
+                               allow_outside=allow_outside)
     multi = len(targets) > 1
     if multi and output is not None:
         if Path(output).suffix in (".safetensors", ".zarr") or output == "-":
@@ -109,6 +111,8 @@ def denoise(
             Path(output).mkdir(parents=True, exist_ok=True)
     if output is not None:
         for t in targets:
+            if t.error:
+                continue
             if multi or t.output != "-":
                 output_format(t.output)
                 check_output_file(t.output, force)

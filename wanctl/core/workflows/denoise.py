@@ -50,30 +50,59 @@ class Target:
 # --------------------------------------------------------------------------- targets
 
 
+MANIFEST_COLUMNS = ("first_frame", "prompt", "output")
+
+
 def read_manifest(path: str) -> list[dict]:
-    """Rows of a CSV (header: first_frame,prompt,output) or JSONL manifest; paths relative to it."""
+    """Rows of a CSV (header: first_frame,prompt,output; Excel's UTF-8 BOM accepted) or JSONL
+    manifest, paths relative to it. A row that cannot be read (more fields than the header, a
+    malformed JSON line, a number where a path belongs) carries an ``error`` and fails alone."""
     p = Path(path)
     if not p.is_file():
         raise BadInputError(f"manifest {path}: no such file")
     base = p.parent
     rows: list[dict] = []
     try:
-        if p.suffix.lower() in (".jsonl", ".ndjson", ".json"):
-            for n, line in enumerate(p.read_text().splitlines(), 1):
-                if line.strip():
-                    obj = json.loads(line)
-                    if not isinstance(obj, dict):
-                        raise BadInputError(f"manifest {path}: line {n} is not a JSON object")
-                    rows.append(obj)
-        else:
-            with open(p, newline="") as f:
-                rows = [dict(r) for r in csv.DictReader(f)]
-    except (ValueError, csv.Error) as e:
-        raise BadInputError(f"manifest {path}: cannot parse ({e})") from None
-    unknown = {k for r in rows for k in r} - {"first_frame", "prompt", "output"}
-    if unknown:
-        raise BadInputError(f"manifest {path}: unknown column(s) {', '.join(sorted(unknown))}")
+        text = p.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise BadInputError(f"manifest {path}: cannot read it as UTF-8 text ({e})") from None
+    if p.suffix.lower() in (".jsonl", ".ndjson", ".json"):
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except ValueError as e:
+                rows.append({"row": n, "error": f"not valid JSON ({e.msg})"})
+                continue
+            if not isinstance(obj, dict):
+                rows.append({"row": n, "error": "not a JSON object"})
+                continue
+            rows.append(dict(obj, row=n))
+    else:
+        try:
+            reader = csv.DictReader(text.splitlines(), restkey="_extra")
+            for n, r in enumerate(reader, 1):
+                if r.get("_extra"):
+                    rows.append({"row": n, "error": f"it has more fields than the header ({', '.join(reader.fieldnames or [])})"})
+                else:
+                    rows.append(dict(r, row=n))
+        except csv.Error as e:
+            raise BadInputError(f"manifest {path}: cannot parse ({e})") from None
+        unknown = set(reader.fieldnames or []) - set(MANIFEST_COLUMNS)
+        if unknown:
+            raise BadInputError(f"manifest {path}: unknown column(s) {', '.join(sorted(unknown))}")
     for r in rows:
+        if "error" in r:
+            continue
+        unknown = set(r) - set(MANIFEST_COLUMNS) - {"row"}
+        if unknown:
+            r["error"] = f"unknown field(s) {', '.join(sorted(unknown))}"
+            continue
+        bad = [k for k in MANIFEST_COLUMNS if r.get(k) is not None and not isinstance(r[k], str)]
+        if bad:
+            r["error"] = f"{', '.join(bad)} must be text, got {', '.join(type(r[k]).__name__ for k in bad)}"
+            continue
         for key in ("first_frame", "output"):
             v = (r.get(key) or "").strip()
             r[key] = str(base / v) if v and not Path(v).is_absolute() else (v or None)
@@ -97,11 +126,15 @@ def plan_targets(
     manifest: str | None,
     prompt: str | None,
     output: str,
+    allow_outside: bool = False,
 ) -> list[Target]:
     """Targets from repeated --first-frame (files or folders), a manifest, or neither (one).
 
     One target: ``output`` is the artifact path. Several: ``output`` is a folder and each target
-    is written to ``<folder>/<first frame stem>.safetensors`` unless the manifest names it.
+    is written to ``<folder>/<first frame stem>.safetensors`` unless the manifest names it. Two
+    targets resolving to one file are refused, and so is a manifest output outside both the
+    manifest's folder and ``output`` unless ``allow_outside``. A manifest row that cannot be
+    read becomes a target with an error (it fails alone).
     """
     specs: list[dict] = []
     for ff in first_frames:
@@ -110,16 +143,22 @@ def plan_targets(
         else:
             specs.append({"first_frame": ff})
     if manifest:
-        specs += [dict(r, from_manifest=True, row=n) for n, r in enumerate(read_manifest(manifest), 1)]
+        specs += [dict(r, from_manifest=True) for r in read_manifest(manifest)]
     if not specs:
         specs = [{"first_frame": None}]
     multi = len(specs) > 1
+    roots = [Path(output).resolve()] + ([Path(manifest).resolve().parent] if manifest else [])
     targets: list[Target] = []
-    seen: set[str] = set()
+    seen: dict[Path, int] = {}
     for i, sp in enumerate(specs, 1):
+        row = sp.get("row", i)
+        label = f"manifest row {row}" if sp.get("from_manifest") else f"target {i}"
+        if sp.get("error"):
+            targets.append(Target(row=row, prompt=prompt or "", output="", error=sp["error"], from_manifest=True))
+            continue
         p = sp.get("prompt") or prompt
         if not p:
-            raise BadInputError(f"target {i}: no prompt (give -p or a prompt column)")
+            raise BadInputError(f"{label}: no prompt (give -p or a prompt column)")
         out = sp.get("output")
         if not out:
             if not multi:
@@ -127,12 +166,16 @@ def plan_targets(
             else:
                 stem = Path(sp["first_frame"]).stem if sp.get("first_frame") else f"target-{i}"
                 out = str(Path(output) / f"{stem}.safetensors")
-                if out in seen:
+                if Path(out).resolve() in seen:
                     out = str(Path(output) / f"{stem}-{i}.safetensors")
-        if out in seen:
-            raise BadInputError(f"target {i}: output {out} is used by another target")
-        seen.add(out)
-        targets.append(Target(row=sp.get("row", i), prompt=p, output=out, first_frame=sp.get("first_frame"),
+        elif not allow_outside and not any(Path(out).resolve().is_relative_to(r) for r in roots):
+            raise BadInputError(f"{label}: output {out} is outside the manifest's folder and -o; "
+                                "pass --allow-outside to write there")
+        key = Path(out).resolve() if out != "-" else Path("-")
+        if key in seen:
+            raise BadInputError(f"{label}: output {out} is also the output of target {seen[key]}; nothing was run")
+        seen[key] = i
+        targets.append(Target(row=row, prompt=p, output=out, first_frame=sp.get("first_frame"),
                               from_manifest=bool(sp.get("from_manifest"))))
     return targets
 

@@ -1,0 +1,67 @@
+"""Manifests as spreadsheets and scripts write them: a BOM, a bad row that fails alone, outputs
+that collide or escape, all decided before any work."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import assert_one_line_error, invoke
+
+
+@pytest.fixture(scope="module")
+def noise(tmp_path_factory, assets):
+    d = tmp_path_factory.mktemp("mnoise")
+    assert invoke("encode", str(assets["clip"]), "-m", "tiny-ti2v-5b", "--frames", "5", "--size", "64x64",
+                  "-o", str(d / "c.safetensors")).exit_code == 0
+    r = invoke("invert", str(d / "c.safetensors"), "-p", "a red circle", "--steps", "2", "-o", str(d / "n.safetensors"))
+    assert r.exit_code == 0, r.stderr
+    return d / "n.safetensors"
+
+
+def _img(path, value):
+    Image.fromarray(np.full((64, 64, 3), value, np.uint8)).save(path)
+
+
+def _run(noise, manifest, out, *extra):
+    return invoke("denoise", str(noise), "--manifest", str(manifest), "-o", str(out), "--guidance", "1", *extra)
+
+
+def test_excel_csv_with_bom_and_a_row_with_extra_fields(tmp_path, noise):
+    _img(tmp_path / "a.png", 40)
+    _img(tmp_path / "b.png", 200)
+    m = tmp_path / "m.csv"
+    m.write_bytes("\ufefffirst_frame,prompt,output\na.png,green,a.safetensors\nb.png,red,b.safetensors,oops\n".encode())
+    r = _run(noise, m, tmp_path / "out")
+    line = assert_one_line_error(r, 3, "1 of 2 targets failed")
+    assert "manifest row 2" in line and "more fields than the header" in line
+    assert (tmp_path / "a.safetensors").exists() and not (tmp_path / "b.safetensors").exists()
+
+
+def test_jsonl_bad_lines_fail_alone(tmp_path, noise):
+    _img(tmp_path / "a.png", 40)
+    m = tmp_path / "m.jsonl"
+    m.write_text(json.dumps({"first_frame": "a.png", "prompt": "x", "output": "a.safetensors"}) + "\n"
+                 + '{"first_frame": "a.png", "prompt": \n'
+                 + json.dumps({"first_frame": 7, "prompt": "x", "output": "c.safetensors"}) + "\n")
+    r = _run(noise, m, tmp_path / "out")
+    line = assert_one_line_error(r, 3, "2 of 3 targets failed")
+    assert "manifest row 2: not valid JSON" in line and "manifest row 3: first_frame must be text" in line
+    assert (tmp_path / "a.safetensors").exists() and not (tmp_path / "c.safetensors").exists()
+
+
+def test_colliding_or_escaping_outputs_are_refused_before_work(tmp_path, noise):
+    (tmp_path / "m").mkdir()
+    _img(tmp_path / "m" / "a.png", 40)
+    m = tmp_path / "m" / "m.csv"
+    m.write_text("first_frame,prompt,output\na.png,x,o.safetensors\na.png,y,./sub/../o.safetensors\n")
+    assert_one_line_error(_run(noise, m, tmp_path / "m" / "out"), 3, "also the output of target 1")
+    m.write_text("first_frame,prompt,output\na.png,x,../escaped.safetensors\n")
+    assert_one_line_error(_run(noise, m, tmp_path / "m" / "out"), 3, "--allow-outside")
+    assert sorted(p.name for p in tmp_path.rglob("*.safetensors")) == []
+    r = _run(noise, m, tmp_path / "m" / "out", "--allow-outside")
+    assert r.exit_code == 0, r.stderr
+    assert (tmp_path / "escaped.safetensors").exists()
