@@ -82,6 +82,16 @@ def test_options_checked_before_any_work(tmp_path):
                           "unknown step cache")
     assert_one_line_error(invoke("t2v", "-m", "tiny-ti2v-5b", "-p", "x", "--cfg-truncate-high-noise-steps", "2",
                                  "--dry-run"), 3, "two-expert")
+    assert_one_line_error(invoke("t2v", "-m", "tiny-ti2v-5b", "-p", "x", "--guidance", "nan", "--dry-run"), 3, "finite")
+    missing = str(tmp_path / "none.safetensors")
+    for args in (["encode", "x.mp4", "-o", missing, "--fps", "0"], ["decode", missing, "-o", "y.mp4", "--fps", "-1"],
+                 ["preview", missing, "-o", "y.png", "--scale", "0"], ["preview", missing, "-o", "y.png", "--fps", "nan"],
+                 ["t2v", "-p", "x", "--seed", "-1", "--dry-run"], ["t2v", "-p", "x", "--frames", "0", "--dry-run"],
+                 ["denoise", "-p", "x", "--batch-size", "0", "--dry-run"], ["t2v", "-p", "x", "--steps", "0", "--dry-run"]):
+        assert invoke(*args).exit_code == 2, args  # usage errors, before anything is read or loaded
+    assert_one_line_error(invoke("invert", missing, "-p", "x", "-o", missing, "--save-trajectory", missing), 3,
+                          "--save-trajectory")
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.fixture(scope="module")

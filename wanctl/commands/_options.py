@@ -164,6 +164,15 @@ def unit_interval(value: float | None) -> float | None:
     return value
 
 
+def positive(value: float | None) -> float | None:
+    """Typer callback: a finite number > 0 (frame rates)."""
+    import math
+
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise typer.BadParameter(f"{value} is not a finite number > 0")
+    return value
+
+
 def speed_options(cache: str, threshold: float | None, interval: int | None, attention: str | None, compile: bool):
     from wanctl.core.sampling.acceleration import SpeedOptions
 

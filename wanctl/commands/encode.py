@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from wanctl.commands._options import (
+    positive,
     DeviceOpt,
     ForceOpt,
     JsonOpt,
@@ -26,7 +27,7 @@ def encode(
     model: ModelOpt = None,
     frames: Annotated[Optional[int], typer.Option("--frames", "-n", help="Exact frame count (4n+1). Default: as many as fit (trailing frames beyond the last 4n+1 are dropped, with a note).")] = None,
     start: Annotated[float, typer.Option("--start", help="Start time in seconds.")] = 0.0,
-    fps: Annotated[Optional[float], typer.Option("--fps", help="Resample to this frame rate (nearest frame). Default: the source's; for images/folders the family default.")] = None,
+    fps: Annotated[Optional[float], typer.Option("--fps", callback=positive, help="Resample to this frame rate (nearest frame). Default: the source's; for images/folders the family default.")] = None,
     size: Annotated[Optional[str], typer.Option("--size", help="WIDTHxHEIGHT: resize to cover, then center-crop. Default: source size center-cropped to the family's multiple (16 for A14B, 32 for ti2v-5b).")] = None,
     vae_tiling: VaeTilingOpt = False,
     device: DeviceOpt = None,

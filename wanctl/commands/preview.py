@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from wanctl.commands._options import DeviceOpt, ForceOpt, JsonOpt, ModelOpt, load_options
+from wanctl.commands._options import DeviceOpt, ForceOpt, JsonOpt, ModelOpt, load_options, positive
 from wanctl.commands._report import emit_json, handle_errors, info, notice
 
 
@@ -30,12 +30,12 @@ def preview(
     artifact: Annotated[str, typer.Argument(help="Latent, noise or trajectory artifact, or a ComfyUI .latent.", show_default=False)],
     output: Annotated[str, typer.Option("--output", "-o", help="sheet.png (contact sheet) or anim.gif.", show_default=False)],
     frames: Annotated[Optional[str], typer.Option("--frames", help="Latent frames to show, e.g. 0,4,8 (with --vae: pixel frames). Default: all.")] = None,
-    scale: Annotated[Optional[int], typer.Option("--scale", help="Upscale factor. Default: the VAE stride (pixel size), or 1 with --vae.")] = None,
+    scale: Annotated[Optional[int], typer.Option("--scale", min=1, help="Upscale factor. Default: the VAE stride (pixel size), or 1 with --vae.")] = None,
     index: Annotated[int, typer.Option("--index", help="Video of a batched artifact.")] = 0,
     vae: Annotated[bool, typer.Option("--vae", help="Decode exactly with the VAE instead of the instant linear preview.")] = False,
     model: ModelOpt = None,
     device: DeviceOpt = None,
-    fps: Annotated[float, typer.Option("--fps", help="GIF frame rate.")] = 8.0,
+    fps: Annotated[float, typer.Option("--fps", callback=positive, help="GIF frame rate.")] = 8.0,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
