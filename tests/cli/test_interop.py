@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import assert_one_line_error, invoke
+from conftest import assert_one_line_error, invoke, run_cli
 from wanctl.core.io.artifact import read_artifact
 from wanctl.core.io.inputs import read_input
 from wanctl.core.io.comfy import to_normalized
@@ -130,3 +130,28 @@ def test_model_offload_keeps_one_expert_on_the_device():
     assert str(mods["transformer"].device) == "cpu" and str(mods["transformer_2"].device) == "meta"
     b.vae()
     assert [str(m.device) for m in mods.values()] == ["cpu", "cpu", "cpu", "meta"]
+
+
+def test_comfyui_written_latent_everywhere(tmp_path, assets):
+    """A .latent that ComfyUI wrote (no wanctl metadata) is shown by info, and `export --comfy -o -`
+    reads back from stdin by content, not by suffix."""
+    from safetensors.torch import load_file, save_file
+
+    lat = tmp_path / "c.safetensors"
+    assert invoke("encode", str(assets["clip"]), "-m", "tiny-ti2v-5b", "--frames", "5", "--size", "64x64",
+                  "-o", str(lat)).exit_code == 0
+    assert invoke("export", "--comfy", str(lat), "-o", str(tmp_path / "ours.latent")).exit_code == 0
+    t = load_file(str(tmp_path / "ours.latent"))
+    comfy = tmp_path / "comfy.latent"
+    save_file({"latent_tensor": t["latent_tensor"], "latent_format_version_0": t["latent_format_version_0"]}, str(comfy))
+    r = invoke("info", str(comfy), "--json")
+    assert r.exit_code == 0, r.stderr
+    rep = json.loads(r.stdout)
+    assert rep["format"] == "comfyui .latent" and rep["family"] == "ti2v-5b" and rep["video"]["frames"] == 5
+    r = run_cli("info", "-", input=comfy.read_bytes())
+    assert r.returncode == 0 and b"comfyui .latent" in r.stdout
+    piped = run_cli("export", "--comfy", str(lat), "-o", "-", check=True).stdout
+    out = tmp_path / "d.mp4"
+    r = run_cli("decode", "-", "-o", str(out), input=piped)
+    assert r.returncode == 0, r.stderr.decode()
+    assert out.exists()

@@ -9,6 +9,7 @@ import typer
 
 from wanctl.commands._options import JsonOpt
 from wanctl.commands._report import emit_json, handle_errors, out_console
+from wanctl.core.errors import BadInputError
 
 
 def _fmt_bytes(n: int) -> str:
@@ -44,14 +45,17 @@ def _table(s: dict):
     t = Table(show_header=False, box=None, pad_edge=False, title=s["path"], title_justify="left")
     t.add_column(style="bold cyan", no_wrap=True)
     t.add_column(overflow="fold")
-    t.add_row("kind", f"{s['kind']}  (format v{s['format_version']}, {s['format']}, {_fmt_bytes(s['size_bytes'])})")
+    version = f"format v{s['format_version']}, " if s.get("format_version") is not None else ""
+    t.add_row("kind", f"{s['kind']}  ({version}{s['format']}, {_fmt_bytes(s['size_bytes'])})")
     t.add_row("family", str(s["family"]))
     t.add_row("noise level", f"s = {s['noise_level']:g}  ({s['latent_space']} latents)")
     for name, ti in s["tensors"].items():
         t.add_row(f"tensor {name}", f"{tuple(ti['shape'])} {ti['dtype']}")
     v = s.get("video") or {}
     if v:
-        t.add_row("video", f"{v.get('width')}x{v.get('height')}, {v.get('frames')} frames @ {v.get('fps'):g} fps")
+        fps = v.get("fps")
+        rate = f"{fps:g} fps" if isinstance(fps, (int, float)) else "fps not recorded"
+        t.add_row("video", f"{v.get('width')}x{v.get('height')}, {v.get('frames')} frames @ {rate}")
     m = s.get("model") or {}
     if m:
         comps = ", ".join(f"{k}={v}" for k, v in (m.get("components") or {}).items())
@@ -96,10 +100,16 @@ def info(
       wanctl info noise.safetensors --json | jq .params
     """
     from wanctl.core.io.artifact import STDIO, read_header, read_stdin
+    from wanctl.core.io.comfy import read_comfy_header
 
     for f in files:
         data = read_stdin() if f == STDIO else None
-        hdr = read_header(f, stdin_bytes=data)
+        try:
+            hdr = read_header(f, stdin_bytes=data)
+        except BadInputError:
+            hdr = read_comfy_header(f, data)  # a ComfyUI-written .latent has no wanctl metadata
+            if hdr is None:
+                raise
         s = _summary(hdr)
         if as_json:
             emit_json(s)

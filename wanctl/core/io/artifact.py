@@ -268,9 +268,11 @@ def read_artifact(
     *,
     kinds: Iterable[str] | None = None,
     check_finite: bool = True,
+    stdin_bytes: bytes | None = None,
 ) -> Artifact:
-    """Load and validate an artifact. ``kinds`` restricts what the caller accepts."""
-    data = read_stdin() if path == STDIO else None
+    """Load and validate an artifact. ``kinds`` restricts what the caller accepts;
+    ``stdin_bytes`` is what was already read from stdin for ``-``."""
+    data = (stdin_bytes if stdin_bytes is not None else read_stdin()) if path == STDIO else None
     where = "<stdin>" if path == STDIO else path
     hdr = read_header(path, stdin_bytes=data)
     meta = hdr.meta

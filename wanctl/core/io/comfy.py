@@ -36,6 +36,16 @@ def is_comfy(path: str) -> bool:
     return str(path).lower().endswith(SUFFIX)
 
 
+def holds_comfy(data: bytes, where: str, size: int | None = None) -> bool:
+    """Whether safetensors bytes (the header is enough; ``size`` is the whole file's) are a
+    ComfyUI latent, whatever the file is called."""
+    try:
+        _, infos, _ = parse_safetensors_header(data, len(data) if size is None else size, where)
+    except BadInputError:
+        return False
+    return "latent_tensor" in infos and "latents" not in infos
+
+
 def _stats(vae_config: dict, channels: int):
     import torch
 
@@ -67,7 +77,7 @@ def write_comfy(path: str, art: Artifact, vae_config: dict, force: bool = False)
         save_file(tensors, str(tmp), metadata=md)
 
 
-def read_comfy(path: str) -> Artifact:
+def read_comfy(path: str, data: bytes | None = None) -> Artifact:
     """A ComfyUI .latent as an artifact in raw space (``meta['latent_space'] == 'raw'``).
 
     Call :func:`to_normalized` with the model in use before sampling or decoding.
@@ -76,7 +86,9 @@ def read_comfy(path: str) -> Artifact:
     from safetensors.torch import load
 
     where = "<stdin>" if path == STDIO else path
-    if path == STDIO:
+    if data is not None:
+        pass
+    elif path == STDIO:
         data = read_stdin()
     else:
         p = Path(path)
@@ -148,3 +160,36 @@ def check_model_given(art: Artifact, model_value: str | None) -> None:
         raise BadInputError(
             f"{art.path}: a {art.latents.shape[1]}-channel ComfyUI latent fits t2v-a14b and i2v-a14b; pass --model"
         )
+
+
+def read_comfy_header(path: str, data: bytes | None = None):
+    """A ComfyUI latent's header as an artifact ``Header`` (no tensors read, no torch): what
+    ``wanctl info`` shows for a file ComfyUI wrote. ``None`` if the bytes are not one."""
+    from wanctl.core.files import safetensors_head
+    from wanctl.core.io.artifact import Header
+
+    where = "<stdin>" if path == STDIO else path
+    if data is None:
+        p = Path(path)
+        if not p.is_file():
+            return None
+        data, size = safetensors_head(p), p.stat().st_size
+    else:
+        size = len(data)
+    try:
+        strmeta, infos, _ = parse_safetensors_header(data, size, where)
+    except BadInputError:
+        return None
+    if "latent_tensor" not in infos or "latents" in infos:
+        return None
+    shape = tuple(infos["latent_tensor"].shape)
+    if len(shape) == 4:
+        shape = (shape[0], shape[1], 1, shape[2], shape[3])
+    c = shape[1] if len(shape) == 5 else None
+    family = "ti2v-5b" if c == 48 else None
+    stride = 16 if c == 48 else 8
+    video = ({"width": shape[4] * stride, "height": shape[3] * stride, "frames": (shape[2] - 1) * 4 + 1, "fps": None}
+             if len(shape) == 5 else None)
+    meta = {"kind": "latent", "family": family, "latent_space": "raw", "noise_level": 0.0, "video": video,
+            "format_version": None, "params": {"comfyui_version_marker": "latent_format_version_0" in infos}}
+    return Header(meta, infos, path, "comfyui .latent", size)

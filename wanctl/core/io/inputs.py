@@ -9,15 +9,51 @@ from typing import Iterable
 
 from wanctl.core.errors import BadInputError
 from wanctl.core.io import comfy
-from wanctl.core.io.artifact import Artifact, read_artifact
+from pathlib import Path
+
+from wanctl.core.io.artifact import STDIO, Artifact, read_artifact, read_stdin
+
+HEADER_PEEK_LIMIT = 100_000_000  # a safetensors JSON header larger than this is not peeked at
 
 
 def read_input(path: str, *, kinds: Iterable[str] | None = None) -> Artifact:
     """Read a wanctl artifact, or a ComfyUI ``.latent`` file (raw space until
-    :func:`wanctl.core.io.comfy.to_normalized` is applied with the model in use)."""
-    if comfy.is_comfy(path):
-        art = comfy.read_comfy(path)
+    :func:`wanctl.core.io.comfy.to_normalized` is applied with the model in use). The format is
+    told by content: stdin (``-``) and a ``.safetensors`` holding ComfyUI's ``latent_tensor``
+    are read as ComfyUI latents too."""
+    data = None
+    if path == STDIO:
+        data = read_stdin()
+        comfy_file = comfy.holds_comfy(data, "<stdin>")
+    elif comfy.is_comfy(path):
+        comfy_file = True
+    else:
+        comfy_file = _file_holds_comfy(path)
+    if comfy_file:
+        art = comfy.read_comfy(path, data=data)
         if kinds is not None and art.meta["kind"] not in tuple(kinds):
             raise BadInputError(f"{path}: expected a {' or '.join(kinds)} artifact, got a {art.meta['kind']} artifact")
         return art
-    return read_artifact(path, kinds=kinds)
+    return read_artifact(path, kinds=kinds, stdin_bytes=data)
+
+
+def _file_holds_comfy(path: str) -> bool:
+    p = Path(path)
+    if not p.is_file() or p.suffix.lower() != ".safetensors":
+        return False
+    try:
+        with open(p, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                return False
+            n = int.from_bytes(head, "little")
+            if n > HEADER_PEEK_LIMIT:
+                return False
+            data = head + f.read(n)
+    except OSError:
+        return False
+    return _header_is_comfy(data, p.stat().st_size, path)
+
+
+def _header_is_comfy(data: bytes, size: int, where: str) -> bool:
+    return comfy.holds_comfy(data, where, size)
