@@ -3,7 +3,7 @@
 A random-weight Wan DiT (dim 256, 4 layers, ffn 1024) stands in for both A14B experts; the
 latent is 13 frames x 20 x 32 (2,080 tokens at full length, 1,120 at half length). Both variants
 run the same schedule, solver and seed without CFG (CFG doubles both sides alike), measured
-alternately, median of 5 pairs. Cases: the seed notes' 20 steps (13 high-noise steps: shift 12,
+alternately, median of 5 pairs. Cases: 20 steps, as the original half-frame design used (13 high-noise steps: shift 12,
 boundary 0.875) and the official 40-step t2v schedule (26 high-noise steps).
 
     python benchmarks/half_frame.py [pairs]

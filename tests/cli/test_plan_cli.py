@@ -153,3 +153,21 @@ def test_progress_lines_when_stderr_is_not_a_terminal(tmp_path):
     assert proc.returncode == 0, proc.stderr.decode()
     assert re.search(r"generating: 2/2 steps \(\d+\.\d s\)", proc.stderr.decode())
     assert read_artifact(str(tmp_path / "o.safetensors")).meta["params"]["plan"]["task"] == "t2v"
+
+
+def test_options_that_would_be_ignored_are_refused(tmp_path, dpm_noise):
+    img = tmp_path / "f.png"
+    Image.fromarray(np.full((64, 64, 3), 90, np.uint8)).save(img)
+    fl = ("flf2v", "-m", "tiny-i2v-a14b", "-i", str(img), "-l", str(img), "-p", "x", "--frames", "5", "--dry-run")
+    assert_one_line_error(invoke(*fl, "--fusion", "linear"), 3, "apply to --bidirectional sampling only")
+    assert_one_line_error(invoke(*fl, "--reverse-rope"), 3, "apply to --bidirectional sampling only")
+    assert_one_line_error(invoke(*fl, "--bidirectional", "--bidirectional-mode", "mirror", "--fusion", "linear"), 3,
+                          "mirror fixes uniform fusion")
+    assert_one_line_error(invoke("denoise", str(dpm_noise), "-p", "y", "--seed", "5", "--dry-run"), 3, "--seed applies")
+    assert_one_line_error(invoke("denoise", str(dpm_noise), "-p", "y", "--sigmas", "0.5,0.2", "--dry-run"), 3,
+                          "the noise is at s = 1")
+    t2v = ("t2v", "-m", "tiny-t2v-a14b", "-p", "x", "--size", "64x64", "--frames", "9", "--dry-run")
+    assert_one_line_error(invoke(*t2v, "--completion", "repeat"), 3, "--completion needs --half-frame")
+    assert_one_line_error(invoke(*t2v, "--step-cache", "taylorseer", "--cache-threshold", "0.1"), 3, "--cache-threshold")
+    assert_one_line_error(invoke(*t2v, "--cache-interval", "2"), 3, "--cache-interval applies")
+    assert_one_line_error(invoke(*t2v, "--attention", "xformers"), 3, "not available here")  # before any load

@@ -59,7 +59,7 @@ def test_t2v_bad_input(tmp_path):
     assert_one_line_error(invoke("t2v", "-m", "tiny-i2v-a14b", "-p", "x", "-o", o), 3, "use `wanctl denoise`")
     assert_one_line_error(invoke("t2v", "-m", "tiny-ti2v-5b", "-p", "x", "--half-frame", "--size", "64x64", "-o", o), 3,
                           "--half-frame-until")
-    assert_one_line_error(invoke("t2v", "-m", "tiny-t2v-a14b", "-p", "x", "--completion", "smear", "--size", "64x64", "-o", o),
+    assert_one_line_error(invoke("t2v", "-m", "tiny-t2v-a14b", "-p", "x", "--half-frame", "--completion", "smear", "--size", "64x64", "-o", o),
                           3, "unknown completion")
     assert_one_line_error(invoke("t2v", "-m", "tiny-t2v-a14b", "-p", "x", "--frames", "12", "-o", o), 3, "not 4n+1")
     assert_one_line_error(invoke("t2v", "-m", "tiny-t2v-a14b", "-p", "x", "--size", "64x64"), 3, "missing -o")

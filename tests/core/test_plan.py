@@ -288,3 +288,23 @@ def test_a_corrupt_magcache_calibration_is_not_used(bundles, tmp_path, monkeypat
     data["ratios"][2] = 0.0  # a changed ratio no longer matches its checksum
     entry.write_text(json.dumps(data))
     assert acc.load_calibration(b, plan) is None
+
+
+def test_step_caches_do_not_move_experts_under_offload_model(bundles, monkeypatch):
+    """Installing a step cache configures an expert without bringing it to the device, so an
+    --offload model run moves each expert exactly as often with a cache as without."""
+    from wanctl.core.models.bundle import LoadOptions, ModelBundle
+
+    b = bundles("tiny-t2v-a14b")
+    plan = plan_run(b.spec, "t2v", schedule=make_schedule(6, 12.0), solver="unipc", frames=9, width=W, height=H)
+    emb, _ = _embeds(b)
+    moves = {}
+    for cache in ("none", "first-block"):
+        fresh = ModelBundle(b.spec, LoadOptions(device="cpu", dtype="fp32", offload="model"))
+        log = []
+        orig = fresh._activate
+        monkeypatch.setattr(fresh, "_activate", lambda c, log=log, orig=orig: (log.append(c), orig(c)))
+        with acc.accelerated(fresh, cache=cache) as caches:
+            run_t2v(fresh, plan, embeds=emb, negative=None, seed=0, caches=caches)
+        moves[cache] = [c for i, c in enumerate(log) if i == 0 or log[i - 1] != c]
+    assert moves["first-block"] == moves["none"] == ["transformer", "transformer_2"]

@@ -13,7 +13,7 @@ ModelOpt = Annotated[
     typer.Option(
         "--model",
         "-m",
-        help="Model folder (diffusers layout) or built-in name (see `wanctl model list`). Default: $WANCTL_MODEL.",
+        help="Model: a diffusers-layout or official Wan2.2 folder, a ComfyUI DiT file, a JSON model description, or a built-in name (see `wanctl model list`). Default: $WANCTL_MODEL.",
         show_default=False,
     ),
 ]
@@ -103,13 +103,13 @@ StepsOpt = Annotated[Optional[int], typer.Option("--steps", min=1, max=1000, ric
 ShiftOpt = Annotated[Optional[float], typer.Option("--shift", rich_help_panel=SAMPLING, show_default=False, help="Flow shift of the grid. Default: the model's presets (official: ti2v-5b 5, t2v-a14b 12, i2v-a14b 5).")]
 
 
-GridOpt = Annotated[Optional[str], typer.Option("--grid", rich_help_panel=SAMPLING, show_default=False, help="Noise grid: official (the official UniPC grid, default), diffusers (the stock pipelines' grid) or dpm (official dpm++ grid, starts at s = 1).")]
+GridOpt = Annotated[Optional[str], typer.Option("--grid", rich_help_panel=SAMPLING, show_default=False, help="Noise grid: official (the official UniPC grid; the default, except that a noise artifact keeps its own), diffusers (the stock pipelines' grid) or dpm (official dpm++ grid, starts at s = 1).")]
 
 
 SigmasOpt = Annotated[Optional[str], typer.Option("--sigmas", rich_help_panel=SAMPLING, show_default=False, help="An exact list of noise levels, e.g. 1.0,0.9375,0.8333,0.625 (a final 0 is appended); replaces --steps/--shift/--grid.")]
 
 
-SeedOpt = Annotated[int, typer.Option("--seed", min=0, max=2**64 - 1, rich_help_panel=SAMPLING, help="Seed of the starting noise (drawn on the CPU, so the same on every device).")]
+SeedOpt = Annotated[Optional[int], typer.Option("--seed", min=0, max=2**64 - 1, rich_help_panel=SAMPLING, show_default=False, help="Seed of the starting noise (drawn on the CPU, so the same on every device). Default 0; not with a noise artifact.")]
 
 
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, rich_help_panel=SPEED, help="Targets per DiT batch.")]

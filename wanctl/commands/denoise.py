@@ -58,7 +58,7 @@ def denoise(
     shift: ShiftOpt = None,
     grid: GridOpt = None,
     sigmas: SigmasOpt = None,
-    seed: SeedOpt = 0,
+    seed: SeedOpt = None,
     frames: Annotated[Optional[int], typer.Option("--frames", min=1, rich_help_panel="Sampling", show_default=False, help="Without a noise artifact: frame count (4n+1). Default: the family preset.")] = None,
     size: Annotated[Optional[str], typer.Option("--size", rich_help_panel="Sampling", show_default=False, help="Without a noise artifact: WIDTHxHEIGHT. Default: the first frame's size (cropped to the family multiple), else the preset.")] = None,
     batch_size: BatchOpt = 1,

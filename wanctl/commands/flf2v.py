@@ -59,15 +59,15 @@ def flf2v(
     grid: GridOpt = None,
     sigmas: SigmasOpt = None,
     solver: Annotated[Optional[str], typer.Option("--solver", rich_help_panel=SAMPLING, show_default=False, help="Default: unipc forward-only, euler with --bidirectional (which needs euler or midpoint).")] = None,
-    seed: SeedOpt = 0,
+    seed: SeedOpt = None,
     noise: Annotated[Optional[str], typer.Option("--noise", rich_help_panel=SAMPLING, show_default=False, help="Start from an inverted source noise (from `wanctl invert`) instead of seeded noise: its grid, frames and size are used; --steps, --shift, --grid or --sigmas rebuild the grid at its level.")] = None,
     guidance: GuidanceOpt = None,
     guidance_low: GuidanceLowOpt = None,
     negative_prompt: NegativeOpt = None,
     bidirectional: Annotated[bool, typer.Option("--bidirectional", rich_help_panel=BIDI, help="Fuse a forward pass with a backward pass on the time-flipped latent, conditioned on the re-encoded [last, ..., first] video.")] = False,
-    bidirectional_mode: Annotated[str, typer.Option("--bidirectional-mode", rich_help_panel=BIDI, help="reencode (wanctl's) or mirror (the published construction, which equals forward-only sampling).")] = "reencode",
+    bidirectional_mode: Annotated[Optional[str], typer.Option("--bidirectional-mode", rich_help_panel=BIDI, show_default=False, help="reencode (wanctl's, default) or mirror (the published construction, which equals forward-only sampling; fixes uniform fusion and reversed RoPE).")] = None,
     reverse_rope: Annotated[bool, typer.Option("--reverse-rope", rich_help_panel=BIDI, help="Reverse temporal RoPE positions in the backward pass.")] = False,
-    fusion: Annotated[str, typer.Option("--fusion", rich_help_panel=BIDI, help="uniform (0.5/0.5) or linear (forward trusted near the first frame, backward near the last).")] = "uniform",
+    fusion: Annotated[Optional[str], typer.Option("--fusion", rich_help_panel=BIDI, show_default=False, help="uniform (0.5/0.5, default) or linear (forward trusted near the first frame, backward near the last).")] = None,
     cfg_batch: CfgBatchOpt = False,
     device: DeviceOpt = None,
     dtype: DtypeOpt = "bf16",
@@ -108,7 +108,7 @@ def flf2v(
     if decode_to:
         vio.output_kind(decode_to)
         check_output_file(decode_to, force)
-    check_bidirectional_options(bidirectional_mode, fusion)
+    check_bidirectional_options(bidirectional, bidirectional_mode, fusion, reverse_rope)
     sigma_list = parse_sigmas(sigmas)
     first = load_image(first_frame)
     load_image(last_frame)
@@ -131,7 +131,7 @@ def flf2v(
         return
     with progress("generating", plan.num_steps, "steps") as advance:
         result, forwards = generate_flf2v(bundle, plan, src, first_frame=first_frame, last_frame=last_frame, prompt=prompt,
-                                          mode=bidirectional_mode, reverse_rope=reverse_rope, fusion=fusion,
+                                          mode=bidirectional_mode or "reencode", reverse_rope=reverse_rope, fusion=fusion or "uniform",
                                           progress=advance, notice=notice)
     write_artifact(output, result, force=force)
     if decode_to:

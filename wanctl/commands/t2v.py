@@ -65,7 +65,7 @@ def t2v(
     grid: GridOpt = None,
     sigmas: SigmasOpt = None,
     solver: Annotated[str, typer.Option("--solver", rich_help_panel=SAMPLING, help="unipc (official default), euler, midpoint or fireflow.")] = "unipc",
-    seed: SeedOpt = 0,
+    seed: SeedOpt = None,
     guidance: GuidanceOpt = None,
     guidance_low: GuidanceLowOpt = None,
     boundary: Annotated[Optional[float], typer.Option("--boundary", callback=unit_interval, rich_help_panel=GUIDANCE, show_default=False, help="A14B expert switch as a fraction of 1000 timesteps (default: the model's, 0.875).")] = None,
@@ -73,7 +73,7 @@ def t2v(
     cfg_truncate_steps: Annotated[int, typer.Option("--cfg-truncate-steps", min=0, rich_help_panel="CFG truncation", help="The last N steps use the conditional prediction only (one forward per evaluation).")] = 0,
     cfg_truncate_high_noise_steps: Annotated[int, typer.Option("--cfg-truncate-high-noise-steps", min=0, rich_help_panel="CFG truncation", help="The last M steps of the high-noise expert use the conditional prediction only.")] = 0,
     half_frame: Annotated[bool, typer.Option("--half-frame", rich_help_panel=HALF_FRAME, help="High-noise phase on ceil(T/2) latent frames, completed to T at the switch.")] = False,
-    completion: Annotated[str, typer.Option("--completion", rich_help_panel=HALF_FRAME, help="How --half-frame completes the frames: renoise, repeat or interpolate.")] = "renoise",
+    completion: Annotated[Optional[str], typer.Option("--completion", rich_help_panel=HALF_FRAME, show_default=False, help="How --half-frame completes the frames: renoise (default), repeat or interpolate.")] = None,
     half_frame_until: Annotated[Optional[float], typer.Option("--half-frame-until", rich_help_panel=HALF_FRAME, show_default=False, help="The noise level at which to complete the frames (needed for ti2v-5b; A14B: default the expert switch).")] = None,
     cfg_batch: CfgBatchOpt = False,
     device: DeviceOpt = None,
@@ -113,6 +113,8 @@ def t2v(
 
     if output is None and not dry_run:
         raise BadInputError("missing -o/--output (or use --dry-run)")
+    if completion is not None and not half_frame:
+        raise BadInputError("--completion needs --half-frame")
     if output is not None:
         check_output(output, force)
     if decode_to:
@@ -124,7 +126,7 @@ def t2v(
     bundle = open_bundle(model, notice=notice, options=opts)
     plan = plan_t2v(bundle, size=parse_size(size), frames=frames, steps=steps, shift=shift, grid=grid,
                     sigmas=parse_sigmas(sigmas), guidance=guidance, guidance_low=guidance_low, boundary=boundary,
-                    negative_prompt=negative_prompt, solver=solver, half_frame=half_frame, completion=completion,
+                    negative_prompt=negative_prompt, solver=solver, half_frame=half_frame, completion=completion or "renoise",
                     half_frame_until=half_frame_until, cfg_truncate_steps=cfg_truncate_steps,
                     cfg_truncate_high_noise_steps=cfg_truncate_high_noise_steps, cfg_batch=cfg_batch)
     for n in plan.notes:
@@ -133,7 +135,7 @@ def t2v(
         print_plan(plan, as_json)
         return
     with progress("generating", plan.num_steps, "steps") as advance:
-        art, forwards = generate_t2v(bundle, plan, prompt=prompt, seed=seed, speed=speed, progress=advance, notice=notice)
+        art, forwards = generate_t2v(bundle, plan, prompt=prompt, seed=seed or 0, speed=speed, progress=advance, notice=notice)
     write_artifact(output, art, force=force)
     if decode_to:
         with progress("decoding", plan.latent_frames, "latent frames") as advance:

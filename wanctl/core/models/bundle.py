@@ -226,7 +226,7 @@ class ModelBundle:
         rec["fingerprint"] = combined_fingerprint(parts)
         return rec
 
-    def _load(self, component: str, dtype) -> Any:
+    def _load(self, component: str, dtype, activate: bool = True) -> Any:
         if component not in self._loaded:
             hub_offline()
             trace.event("load", component=component, model=self.spec.name)
@@ -241,7 +241,7 @@ class ModelBundle:
                 module.enable_tiling()
             self._loaded[component] = self._place(component, module) if component in HEAVY else module
         module = self._loaded[component]
-        if self.options.offload == "model" and component in HEAVY:
+        if activate and self.options.offload == "model" and component in HEAVY:
             self._activate(component)
         return module
 
@@ -294,10 +294,12 @@ class ModelBundle:
     def text_encoder(self):
         return self._load("text_encoder", self.dtype)
 
-    def transformer(self, which: str = "transformer"):
+    def transformer(self, which: str = "transformer", *, activate: bool = True):
+        """An expert, loaded on first use. ``activate=False`` only configures it (hooks, attention,
+        compilation) without bringing it to the device under ``--offload model``."""
         if which not in ("transformer", "transformer_2"):
             raise ValueError(which)
-        return self._load(which, self.dtype)
+        return self._load(which, self.dtype, activate)
 
     def experts(self) -> list[str]:
         return self.spec.layout.experts()

@@ -36,7 +36,8 @@ ATTENTION_BACKENDS = ("native", "flash", "flash_varlen", "_flash_3", "_flash_var
 # --------------------------------------------------------------------------- attention, compile
 
 
-def set_attention(bundle: "ModelBundle", backend: str) -> None:
+def check_attention(backend: str) -> None:
+    """The backend is one wanctl offers and its package is installed (checked before any load)."""
     if backend not in ATTENTION_BACKENDS:
         raise BadInputError(f"unknown attention backend {backend!r}; use one of {', '.join(ATTENTION_BACKENDS)}")
     from diffusers.models.attention_dispatch import AttentionBackendName, _check_attention_backend_requirements
@@ -46,14 +47,18 @@ def set_attention(bundle: "ModelBundle", backend: str) -> None:
     except (RuntimeError, ImportError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise BadInputError(f"attention backend {backend!r} is not available here: {first}") from None
+
+
+def set_attention(bundle: "ModelBundle", backend: str) -> None:
+    check_attention(backend)
     for expert in bundle.experts():
-        bundle.transformer(expert).set_attention_backend(backend)
+        bundle.transformer(expert, activate=False).set_attention_backend(backend)
 
 
 def compile_blocks(bundle: "ModelBundle") -> None:
     """torch.compile each transformer block (regional compilation: all blocks share one graph)."""
     for expert in bundle.experts():
-        dit = bundle.transformer(expert)
+        dit = bundle.transformer(expert, activate=False)
         for block in dit.blocks:
             block.compile(fullgraph=False, dynamic=False)
     trace.event("compile", experts=len(bundle.experts()))
@@ -67,6 +72,7 @@ def _calibration_key(bundle: "ModelBundle", expert: str, plan: "RunPlan") -> str
 
     # the evaluations an expert gets are fixed by the plan's levels, experts, solver and frames
     return cache.key_of({"expert": bundle.fingerprint(expert), "solver": plan.solver, "refine": plan.refine,
+                         "latent_size": list(plan.latent_size), "cfg": plan.uses_cfg, "passes": plan.passes,
                          "steps": [(p.s, p.s_next, p.expert, p.frames, p.evaluations, p.restart) for p in plan.steps]})
 
 
@@ -117,13 +123,14 @@ class MagnitudeRecorder:
     minus first block in) between consecutive conditional evaluations: MagCache's calibration.
     The ratio chain restarts at every plan segment (a new frame count has no predecessor)."""
 
-    def __init__(self, bundle: "ModelBundle"):
-        self.ratios: dict[str, list[float]] = {e: [] for e in bundle.experts()}
-        self._state = {e: {"inp": None, "prev": None} for e in bundle.experts()}
+    def __init__(self, bundle: "ModelBundle", experts):
+        experts = list(experts)
+        self.ratios: dict[str, list[float]] = {e: [] for e in experts}
+        self._state = {e: {"inp": None, "prev": None} for e in experts}
         self._handles = []
         self.active = True
-        for e in bundle.experts():
-            dit = bundle.transformer(e)
+        for e in experts:
+            dit = bundle.transformer(e, activate=False)
             self._handles.append(dit.blocks[0].register_forward_pre_hook(self._pre(e, dit), with_kwargs=True))
             self._handles.append(dit.blocks[-1].register_forward_hook(self._post(e, dit), with_kwargs=True))
 
@@ -218,7 +225,7 @@ class StepCaches:
         if self.ratios is None and self.recorder is None:
             if self.notice:
                 self.notice("magcache: no calibration for this model and plan yet; this run is uncached and calibrates it")
-            self.recorder = MagnitudeRecorder(self.bundle)
+            self.recorder = MagnitudeRecorder(self.bundle, plan.evaluations_per_expert())
             self.settings["cache"] = "magcache-calibration"
             self._calibrating = plan
 
@@ -240,7 +247,7 @@ class StepCaches:
                 continue
             ratios = self.ratios[e][before.get(e, 0) : before.get(e, 0) + n] if self.ratios else None
             cfg = _cache_config(self.mode, n, threshold=self.threshold, interval=self.interval, ratios=ratios)
-            self.bundle.transformer(e).enable_cache(cfg)
+            self.bundle.transformer(e, activate=False).enable_cache(cfg)
             if self.mode in ("first-block", "magcache"):
                 self.settings["threshold"] = cfg.threshold
             else:
@@ -293,8 +300,12 @@ class SpeedOptions:
         """Refuse bad values before any model loads."""
         if self.cache not in CACHES:
             raise BadInputError(f"unknown step cache {self.cache!r}; use one of {', '.join(CACHES)}")
-        if self.attention is not None and self.attention not in ATTENTION_BACKENDS:
-            raise BadInputError(f"unknown attention backend {self.attention!r}; use one of {', '.join(ATTENTION_BACKENDS)}")
+        if self.attention is not None:
+            check_attention(self.attention)
+        if self.threshold is not None and self.cache not in ("first-block", "magcache"):
+            raise BadInputError(f"--cache-threshold applies to --step-cache first-block or magcache, not {self.cache}")
+        if self.interval is not None and self.cache != "taylorseer":
+            raise BadInputError(f"--cache-interval applies to --step-cache taylorseer, not {self.cache}")
         if self.threshold is not None and not (self.threshold == self.threshold and 0 < self.threshold < float("inf")):
             raise BadInputError(f"--cache-threshold must be a finite number > 0, got {self.threshold}")
         if self.interval is not None and self.interval < 1:

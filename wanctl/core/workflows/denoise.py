@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -255,8 +255,9 @@ def noise_from_artifact(art: Artifact, bundle: "ModelBundle", schedule: Schedule
         raise BadInputError(f"{where}: noise level {art.meta.get('noise_level')} does not match its grid")
     if schedule is None:
         schedule = own
-    elif abs(schedule.s_max - own.s_max) > 1e-3 and warn:
-        warn(f"the new grid starts at s = {schedule.s_max:.4f} but the noise is at s = {own.s_max:.4f}")
+    elif abs(schedule.s_max - own.s_max) > 1e-3:
+        raise BadInputError(f"{where}: the new grid starts at s = {schedule.s_max:.4f} but the noise is at "
+                            f"s = {own.s_max:.4f}; give levels that start there")
     v = art.meta.get("video") or {}
     if art.latents.shape[0] != 1:
         raise BadInputError(f"{where}: holds {art.latents.shape[0]} noises; denoise takes one")
@@ -318,8 +319,11 @@ def _run_batches(bundle, plan: RunPlan, src: NoiseSource, ok: list[Target], on_r
     device = bundle.device
     noise_params = (src.artifact.meta.get("params") or {}) if src.artifact is not None else {}
     conditional_noise = bool(noise_params.get("conditional"))
-    for start in range(0, len(ok), plan.batch):
-        batch = ok[start : start + plan.batch]
+    full = plan
+    for start in range(0, len(ok), full.batch):
+        batch = ok[start : start + full.batch]
+        if len(batch) < full.batch:  # the last, smaller batch: its own plan, so its metadata is true
+            plan = replace(full, batch=len(batch))
         conds, sources = [], []
         for t in batch:
             for n in t.notes:
@@ -386,7 +390,7 @@ def _artifact(bundle, plan: RunPlan, src: NoiseSource, t: Target, latents, cond:
 # --------------------------------------------------------------------------- the command's workflow
 
 
-def noise_source(bundle: "ModelBundle", art: Artifact | None, *, seed: int, frames: int | None = None,
+def noise_source(bundle: "ModelBundle", art: Artifact | None, *, seed: int | None = None, frames: int | None = None,
                  size: tuple[int, int] | None = None, steps: int | None = None, shift: float | None = None,
                  grid: str | None = None, sigmas: tuple[float, ...] | None = None, first_image: str | None = None,
                  warn=None) -> NoiseSource:
@@ -399,6 +403,8 @@ def noise_source(bundle: "ModelBundle", art: Artifact | None, *, seed: int, fram
     if art is not None:
         if frames is not None or size is not None:
             raise BadInputError("--frames/--size apply to seeded noise; a noise artifact fixes them")
+        if seed is not None:
+            raise BadInputError("--seed applies to seeded noise; a noise artifact is the starting noise")
         sched = None
         if steps is not None or shift is not None or grid is not None or sigmas is not None:
             sched = noise_schedule(art, steps=steps, shift=shift, grid=grid, sigmas=sigmas)
@@ -417,7 +423,7 @@ def noise_source(bundle: "ModelBundle", art: Artifact | None, *, seed: int, fram
             wh = pre.default_size
     check_size(fam, *wh)
     sched = schedule_from_options(pre, steps=steps, shift=shift, grid=grid, sigmas=sigmas)
-    return fresh_noise(bundle, seed=seed, frames=n_frames, width=wh[0], height=wh[1], schedule=sched)
+    return fresh_noise(bundle, seed=seed or 0, frames=n_frames, width=wh[0], height=wh[1], schedule=sched)
 
 
 def plan_denoise(bundle: "ModelBundle", src: NoiseSource, *, solver: str, guidance: float | None = None,

@@ -141,11 +141,18 @@ def run_flf2v(
 FLF2V_SHIFT, FLF2V_GUIDANCE = 16.0, 5.0
 
 
-def check_bidirectional_options(mode: str, fusion: str) -> None:
-    if fusion not in FUSIONS:
+def check_bidirectional_options(bidirectional: bool, mode: str | None, fusion: str | None, reverse_rope: bool) -> None:
+    """Refuse options of the bidirectional sampler that would be ignored (``None``: not given)."""
+    if fusion is not None and fusion not in FUSIONS:
         raise BadInputError(f"unknown fusion {fusion!r}; use one of {', '.join(FUSIONS)}")
-    if mode not in MODES:
+    if mode is not None and mode not in MODES:
         raise BadInputError(f"unknown bidirectional mode {mode!r}; use one of {', '.join(MODES)}")
+    given = [n for n, v in (("--bidirectional-mode", mode), ("--fusion", fusion), ("--reverse-rope", reverse_rope or None))
+             if v is not None]
+    if given and not bidirectional:
+        raise BadInputError(f"{', '.join(given)} apply to --bidirectional sampling only")
+    if mode == "mirror" and (fusion is not None or reverse_rope):
+        raise BadInputError("--bidirectional-mode mirror fixes uniform fusion and reversed RoPE: drop --fusion/--reverse-rope")
 
 
 def plan_flf2v(bundle: "ModelBundle", src, *, solver: str | None = None, guidance: float | None = None,
@@ -174,7 +181,6 @@ def generate_flf2v(bundle: "ModelBundle", plan: RunPlan, src, *, first_frame: st
     from wanctl.core.io.video import aspect_differs, load_image, resize_crop
     from wanctl.core.models.text import encode_prompts
 
-    check_bidirectional_options(mode, fusion)
     first, last = load_image(first_frame), load_image(last_frame)
     width, height = plan.width, plan.height
     if notice:

@@ -6,8 +6,8 @@ denoising grid, with the conditional velocity only (no CFG) and the source promp
 Conditional inversion (default) keeps the source's own first frame as the condition, so the
 noise reconstructs the source under the same conditional ODE that ``denoise --first-frame``
 uses: ti2v pins latent frame 0 (the source's own clean first latent frame, t = 0); i2v builds the
-36-channel condition from the source's first frame. Unconditional inversion (the seed notes'
-sketch) inverts the whole latent with text only (i2v: an empty mask and an encoded blank video).
+36-channel condition from the source's first frame. Unconditional inversion (the original
+design's sketch) inverts the whole latent with text only (i2v: an empty mask and an encoded blank video).
 """
 
 from __future__ import annotations

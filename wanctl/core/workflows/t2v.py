@@ -8,7 +8,7 @@ history does not survive a change of frame count: UniPC's first step after it is
 
 Completion modes, from half frame i to slots 2i and 2i+1 (cut to T):
 
-* ``repeat``: both slots get frame i (duplicates the noise too; the seed notes' method).
+* ``repeat``: both slots get frame i (duplicates the noise too; the original half-frame design).
 * ``interpolate``: slot 2i+1 is the mean of frames i and i+1 (lowers the noise variance there).
 * ``renoise``: kept frames keep their state; an inserted frame is rebuilt at the switch level s
   as ``(1-s) * x0 + a * eps``: x0 is the mean of its neighbours' x0 predictions (from the last
