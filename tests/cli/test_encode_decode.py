@@ -220,3 +220,16 @@ def test_incomplete_model_folder(tmp_path, assets):
     rows = {row["component"]: row for row in json.loads(r.stdout)["components"]}
     assert rows["vae"]["status"] == "error" and "no weights for vae" in rows["vae"]["detail"]
     assert rows["transformer"]["status"] == "ok"
+
+
+def test_another_vae_is_refused_everywhere_a_latent_is_decoded(tmp_path, assets):
+    """decode, preview --vae and export check the recorded VAE fingerprint, as invert does."""
+    lat = tmp_path / "c.safetensors"
+    assert invoke("encode", str(assets["clip"]), "-m", "tiny-ti2v-5b", "--frames", "5", "--size", "64x64",
+                  "-o", str(lat)).exit_code == 0
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for args in (["decode", str(lat), "-o", str(tmp_path / "x.mp4")],
+                 ["preview", str(lat), "--vae", "-o", str(tmp_path / "x.png")],
+                 ["export", "--comfy", str(lat), "-o", str(tmp_path / "x.latent")]):
+        assert_one_line_error(invoke(*args, "-m", "toy-ti2v-5b"), 3, "made with another VAE")
+    assert sorted(p.name for p in tmp_path.iterdir()) == before

@@ -30,7 +30,8 @@ def export(
     from wanctl.core.io import comfy as comfy_io
     from wanctl.core.io.artifact import check_family, check_output, check_output_file, read_artifact
     from wanctl.core.errors import BadInputError
-    from wanctl.core.models.bundle import resolve_model
+    from wanctl.core.models.bundle import ModelBundle, resolve_model
+    from wanctl.core.workflows.encode import check_vae
 
     if not comfy:
         raise BadInputError("choose an export format: --comfy")
@@ -40,6 +41,7 @@ def export(
     art = read_artifact(latent, kinds=("latent", "noise"))
     spec = resolve_model(model, family=art.family, recorded=art.meta.get("model"), notice=notice)
     check_family(art, spec.family.name, where=latent)
+    check_vae(art, ModelBundle(spec), latent)  # raw VAE space is only meaningful for the VAE that made it
     comfy_io.write_comfy(output, art, spec.vae_config, force=force)
     if as_json:
         emit_json({"output": output, "format": "comfyui-latent", "shape": list(art.latents.shape)})

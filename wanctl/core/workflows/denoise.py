@@ -240,7 +240,7 @@ def noise_schedule(art: Artifact, *, steps: int | None = None, shift: float | No
 
 
 def noise_from_artifact(art: Artifact, bundle: "ModelBundle", schedule: Schedule | None, warn=None) -> NoiseSource:
-    from wanctl.core.workflows.invert import check_vae
+    from wanctl.core.workflows.encode import check_vae
 
     where = art.path or "<stdin>"
     check_family(art, bundle.family.name, where=where)

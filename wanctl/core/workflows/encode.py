@@ -204,15 +204,27 @@ def encode(
     return Artifact({"latents": latents.cpu().contiguous(), "first_frame": ff}, meta), notes
 
 
+def check_vae(art: Artifact, bundle: "ModelBundle", where: str) -> None:
+    """A latent only makes sense with the VAE that produced it."""
+    rec = ((art.meta.get("model") or {}).get("components") or {}).get("vae")
+    if rec and rec != bundle.fingerprint("vae"):
+        raise BadInputError(
+            f"{where}: latent was made with another VAE (fingerprint {rec}, model has {bundle.fingerprint('vae')}); "
+            "use the model it was encoded with"
+        )
+
+
 def decode(
     bundle: "ModelBundle",
     artifact: Artifact,
     index: int = 0,
     progress: Callable[[int], None] | None = None,
 ) -> Iterator["np.ndarray"]:
-    """Yield uint8 frames of one video of the artifact's batch."""
+    """Yield uint8 frames of one video of the artifact's batch (refused if the latent was made
+    with another VAE than the model's)."""
     from wanctl.core.models.codec import decode_latents
 
+    check_vae(artifact, bundle, artifact.path or "<stdin>")
     lat = artifact.latents[index : index + 1]
     return decode_latents(bundle.vae(), lat, progress)
 

@@ -19,6 +19,7 @@ from wanctl.core.io.artifact import Artifact, artifact_digest, check_family, fir
 from wanctl.core.sampling.conditioning import Condition, build_condition, empty_condition
 from wanctl.core.errors import BadInputError
 from wanctl.core.sampling.executor import sample
+from wanctl.core.workflows.encode import check_vae
 from wanctl.core.sampling.plan import RunPlan
 from wanctl.core.models.text import encode_prompts
 
@@ -33,16 +34,6 @@ class InversionResult:
     noise: Artifact
     trajectory: Artifact | None
     calls: int
-
-
-def check_vae(art: Artifact, bundle: "ModelBundle", where: str) -> None:
-    """A latent only makes sense with the VAE that produced it."""
-    rec = ((art.meta.get("model") or {}).get("components") or {}).get("vae")
-    if rec and rec != bundle.fingerprint("vae"):
-        raise BadInputError(
-            f"{where}: latent was made with another VAE (fingerprint {rec}, model has {bundle.fingerprint('vae')}); "
-            "use the model it was encoded with"
-        )
 
 
 def first_frame_pixels(bundle: "ModelBundle", art: Artifact, index: int, notice=None):
