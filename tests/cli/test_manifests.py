@@ -65,3 +65,11 @@ def test_colliding_or_escaping_outputs_are_refused_before_work(tmp_path, noise):
     r = _run(noise, m, tmp_path / "m" / "out", "--allow-outside")
     assert r.exit_code == 0, r.stderr
     assert (tmp_path / "escaped.safetensors").exists()
+
+
+def test_a_run_where_every_target_fails_leaves_no_new_folder(tmp_path, noise):
+    m = tmp_path / "m.csv"
+    m.write_text("first_frame,prompt,output\nmissing1.png,x,\nmissing2.png,y,\n")
+    r = _run(noise, m, tmp_path / "new" / "edits")
+    assert_one_line_error(r, 3, "2 of 2 targets failed")
+    assert not (tmp_path / "new").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -95,69 +96,72 @@ def denoise(
     from wanctl.core.errors import BadInputError
     from wanctl.core.io.artifact import check_output, check_output_file, output_format, read_artifact, write_artifact
     from wanctl.core.models.bundle import open_bundle
+    from wanctl.core.files import created_folder
     from wanctl.core.workflows import denoise as gen
 
-    if output is None and not dry_run:
-        raise BadInputError("missing -o/--output (or use --dry-run)")
-    speed = speed_options(step_cache, cache_threshold, cache_interval, attention, compile)
-    sigma_list = parse_sigmas(sigmas)
-    targets = gen.plan_targets(first_frames=first_frame or [], manifest=manifest, prompt=prompt, output=output or "-",
-                               allow_outside=allow_outside)
-    multi = len(targets) > 1
-    if multi and output is not None:
-        if Path(output).suffix in (".safetensors", ".zarr") or output == "-":
-            raise BadInputError(f"{len(targets)} targets: -o must be a folder, not {output}")
-        if not dry_run:
-            Path(output).mkdir(parents=True, exist_ok=True)
-    if output is not None:
+    # a failed run leaves no new empty output folder
+    with ExitStack() as cleanup:
+        if output is None and not dry_run:
+            raise BadInputError("missing -o/--output (or use --dry-run)")
+        speed = speed_options(step_cache, cache_threshold, cache_interval, attention, compile)
+        sigma_list = parse_sigmas(sigmas)
+        targets = gen.plan_targets(first_frames=first_frame or [], manifest=manifest, prompt=prompt, output=output or "-",
+                                   allow_outside=allow_outside)
+        multi = len(targets) > 1
+        if multi and output is not None:
+            if Path(output).suffix in (".safetensors", ".zarr") or output == "-":
+                raise BadInputError(f"{len(targets)} targets: -o must be a folder, not {output}")
+            if not dry_run:
+                cleanup.enter_context(created_folder(output))
+        if output is not None:
+            for t in targets:
+                if t.error:
+                    continue
+                if multi or t.output != "-":
+                    output_format(t.output)
+                    check_output_file(t.output, force)
+                else:
+                    check_output(t.output, force)
+        art = read_artifact(noise, kinds=("noise",)) if noise else None
+        opts = load_options(device, dtype=dtype, no_cache=no_cache, offload=offload,
+                            text_encoder_device=text_encoder_device, vae_tiling=vae_tiling)
+        bundle = open_bundle(model, family=art.family if art else None, recorded=art.meta.get("model") if art else None,
+                             notice=notice, options=opts)
+        fam = bundle.family
+        if fam.conditioning == "text" and any(t.first_frame for t in targets):
+            raise BadInputError(f"{fam.name} is text-only: --first-frame needs a ti2v-5b or i2v-a14b model")
+        src = gen.noise_source(bundle, art, seed=seed, frames=frames, size=parse_size(size), steps=steps, shift=shift,
+                               grid=grid, sigmas=sigma_list, warn=warn,
+                               first_image=next((t.first_frame for t in targets if t.first_frame), None))
+        default_solver = ((art.meta.get("params") or {}).get("solver") or "unipc") if art is not None else "unipc"
+        solver = solver or default_solver
+        plan = gen.plan_denoise(bundle, src, solver=solver, guidance=guidance, guidance_low=guidance_low,
+                                negative_prompt=negative_prompt, batch_size=min(batch_size, len(targets)),
+                                cfg_batch=cfg_batch)
+        if dry_run:
+            print_plan(plan, as_json)
+            return
+        if solver != default_solver and art is not None:
+            notice(f"denoising with {solver}; the noise was inverted with {default_solver}")
+        gen.prepare_images(targets, src.width, src.height)
         for t in targets:
             if t.error:
-                continue
-            if multi or t.output != "-":
-                output_format(t.output)
-                check_output_file(t.output, force)
-            else:
-                check_output(t.output, force)
-    art = read_artifact(noise, kinds=("noise",)) if noise else None
-    opts = load_options(device, dtype=dtype, no_cache=no_cache, offload=offload,
-                        text_encoder_device=text_encoder_device, vae_tiling=vae_tiling)
-    bundle = open_bundle(model, family=art.family if art else None, recorded=art.meta.get("model") if art else None,
-                         notice=notice, options=opts)
-    fam = bundle.family
-    if fam.conditioning == "text" and any(t.first_frame for t in targets):
-        raise BadInputError(f"{fam.name} is text-only: --first-frame needs a ti2v-5b or i2v-a14b model")
-    src = gen.noise_source(bundle, art, seed=seed, frames=frames, size=parse_size(size), steps=steps, shift=shift,
-                           grid=grid, sigmas=sigma_list, warn=warn,
-                           first_image=next((t.first_frame for t in targets if t.first_frame), None))
-    default_solver = ((art.meta.get("params") or {}).get("solver") or "unipc") if art is not None else "unipc"
-    solver = solver or default_solver
-    plan = gen.plan_denoise(bundle, src, solver=solver, guidance=guidance, guidance_low=guidance_low,
-                            negative_prompt=negative_prompt, batch_size=min(batch_size, len(targets)),
-                            cfg_batch=cfg_batch)
-    if dry_run:
-        print_plan(plan, as_json)
-        return
-    if solver != default_solver and art is not None:
-        notice(f"denoising with {solver}; the noise was inverted with {default_solver}")
-    gen.prepare_images(targets, src.width, src.height)
-    for t in targets:
-        if t.error:
-            warn(f"{t.label}: {t.error}; skipping it")
-    written = []
+                warn(f"{t.label}: {t.error}; skipping it")
+        written = []
 
-    def write(t: gen.Target, result) -> None:
-        write_artifact(t.output, result, force=force)
-        written.append(t)
-        if as_json:
-            emit_json({"output": t.output if t.output != "-" else "<stdout>", "kind": "latent", "row": t.row,
-                       "first_frame": t.first_frame, "prompt": t.prompt})
-        elif t.output != "-":
-            info(f"wrote {t.output}")
+        def write(t: gen.Target, result) -> None:
+            write_artifact(t.output, result, force=force)
+            written.append(t)
+            if as_json:
+                emit_json({"output": t.output if t.output != "-" else "<stdout>", "kind": "latent", "row": t.row,
+                           "first_frame": t.first_frame, "prompt": t.prompt})
+            elif t.output != "-":
+                info(f"wrote {t.output}")
 
-    todo = sum(1 for t in targets if not t.error)
-    with progress("denoising", todo * plan.num_steps, "target-steps") as advance:
-        gen.run_denoise(bundle, plan, src, targets, on_result=write, speed=speed, progress=advance, notice=notice)
-    failed = [t for t in targets if t.error]
-    if failed:
-        rows = "; ".join(f"{t.label}: {t.error}" for t in failed)
-        raise BadInputError(f"{len(failed)} of {len(targets)} targets failed ({rows}); {len(written)} written")
+        todo = sum(1 for t in targets if not t.error)
+        with progress("denoising", todo * plan.num_steps, "target-steps") as advance:
+            gen.run_denoise(bundle, plan, src, targets, on_result=write, speed=speed, progress=advance, notice=notice)
+        failed = [t for t in targets if t.error]
+        if failed:
+            rows = "; ".join(f"{t.label}: {t.error}" for t in failed)
+            raise BadInputError(f"{len(failed)} of {len(targets)} targets failed ({rows}); {len(written)} written")

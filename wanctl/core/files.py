@@ -290,3 +290,33 @@ def parse_safetensors_header(data: bytes, total_size: int, where: str) -> tuple[
             f"{where}: truncated safetensors file ({total_size} bytes, tensors need {8 + n + end})"
         )
     return strmeta, infos, header
+
+
+class created_folder:
+    """Create ``path`` (and missing parents) for a run's outputs; if the run fails, remove what
+    was created here while it is still empty, so a failed run leaves no new empty folder."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.made: list[Path] = []
+
+    def __enter__(self) -> Path:
+        missing = []
+        p = self.path
+        while not p.exists():
+            missing.append(p)
+            if p.parent == p:
+                break
+            p = p.parent
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.made = missing  # deepest first
+        return self.path
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is not None:
+            for d in self.made:
+                try:
+                    d.rmdir()  # only succeeds while empty
+                except OSError:
+                    break
+        return False
