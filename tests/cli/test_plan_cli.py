@@ -58,7 +58,7 @@ def test_dry_run_json_on_every_sampling_command(tmp_path, assets):
     assert r.exit_code == 0, r.stderr
     fl = json.loads(r.stdout)
     assert fl["passes"] == 2 and [s["forwards"] for s in fl["steps"]] == [4, 4, 4]  # 2 passes x 2 CFG branches
-    assert not list(tmp_path.glob("*.safetensors"))[1:]  # a dry run writes nothing (only the encoded clip)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.safetensors", "f.png"]  # dry runs wrote nothing
 
 
 def test_sigmas_give_an_exact_grid():

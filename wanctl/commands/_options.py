@@ -93,7 +93,7 @@ def parse_size(value: str | None) -> tuple[int, int] | None:
 
 
 # option panels of the generating commands' --help
-SAMPLING, GUIDANCE, HALF_FRAME, SPEED, OUTPUT, MODEL = "Sampling", "Guidance", "Half-frame", "Memory and speed", "Output", "Model"
+SAMPLING, GUIDANCE, HALF_FRAME, SPEED, OUTPUT = "Sampling", "Guidance", "Half-frame", "Memory and speed", "Output"
 
 
 # options shared by the generating commands

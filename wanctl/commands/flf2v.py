@@ -110,8 +110,7 @@ def flf2v(
         check_output_file(decode_to, force)
     check_bidirectional_options(bidirectional, bidirectional_mode, fusion, reverse_rope)
     sigma_list = parse_sigmas(sigmas)
-    first = load_image(first_frame)
-    load_image(last_frame)
+    first, last = load_image(first_frame), load_image(last_frame)  # read once, before any model loads
     art = read_artifact(noise, kinds=("noise",)) if noise else None
     opts = load_options(device, dtype=dtype, no_cache=no_cache, offload=offload,
                         text_encoder_device=text_encoder_device, vae_tiling=vae_tiling)
@@ -130,7 +129,8 @@ def flf2v(
         print_plan(plan, as_json)
         return
     with progress("generating", plan.num_steps, "steps") as advance:
-        result, forwards = generate_flf2v(bundle, plan, src, first_frame=first_frame, last_frame=last_frame, prompt=prompt,
+        result, forwards = generate_flf2v(bundle, plan, src, first_frame=first_frame, last_frame=last_frame, first=first,
+                                          last=last, prompt=prompt,
                                           mode=bidirectional_mode or "reencode", reverse_rope=reverse_rope, fusion=fusion or "uniform",
                                           progress=advance, notice=notice)
     write_artifact(output, result, force=force)

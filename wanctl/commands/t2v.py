@@ -113,8 +113,6 @@ def t2v(
 
     if output is None and not dry_run:
         raise BadInputError("missing -o/--output (or use --dry-run)")
-    if completion is not None and not half_frame:
-        raise BadInputError("--completion needs --half-frame")
     if output is not None:
         check_output(output, force)
     if decode_to:
@@ -126,7 +124,7 @@ def t2v(
     bundle = open_bundle(model, notice=notice, options=opts)
     plan = plan_t2v(bundle, size=parse_size(size), frames=frames, steps=steps, shift=shift, grid=grid,
                     sigmas=parse_sigmas(sigmas), guidance=guidance, guidance_low=guidance_low, boundary=boundary,
-                    negative_prompt=negative_prompt, solver=solver, half_frame=half_frame, completion=completion or "renoise",
+                    negative_prompt=negative_prompt, solver=solver, half_frame=half_frame, completion=completion,
                     half_frame_until=half_frame_until, cfg_truncate_steps=cfg_truncate_steps,
                     cfg_truncate_high_noise_steps=cfg_truncate_high_noise_steps, cfg_batch=cfg_batch)
     for n in plan.notes:

@@ -77,6 +77,18 @@ def write_comfy(path: str, art: Artifact, vae_config: dict, force: bool = False)
         save_file(tensors, str(tmp), metadata=md)
 
 
+def _family_and_video(shape: tuple[int, ...], family: str | None, where: str) -> tuple[str | None, dict]:
+    """What a raw (B, C, T, h, w) latent says of itself: its family (48 channels can only be the
+    Wan2.2 VAE of ti2v-5b) and the video size it decodes to."""
+    c, t, h, w = shape[1:]
+    if family is None and c == 48:
+        family = "ti2v-5b"
+    if family is not None and FAMILIES[family].latent_channels != c:
+        raise BadInputError(f"{where}: {c}-channel latent cannot be {family}")
+    stride = FAMILIES[family].stride[1] if family else (16 if c == 48 else 8)
+    return family, {"width": w * stride, "height": h * stride, "frames": (t - 1) * 4 + 1, "fps": None}
+
+
 def read_comfy(path: str, data: bytes | None = None) -> Artifact:
     """A ComfyUI .latent as an artifact in raw space (``meta['latent_space'] == 'raw'``).
 
@@ -117,17 +129,9 @@ def read_comfy(path: str, data: bytes | None = None) -> Artifact:
             ours = json.loads(strmeta[META_KEY])
         except ValueError:
             ours = None
-    c, t, h, w = raw.shape[1:]
-    family = (ours or {}).get("family")
-    if family is None and c == 48:
-        family = "ti2v-5b"  # the only family with the 48-channel Wan2.2 VAE
-    if family is not None and FAMILIES[family].latent_channels != c:
-        raise BadInputError(f"{where}: {c}-channel latent cannot be {family}")
-    stride = FAMILIES[family].stride[1] if family else (16 if c == 48 else 8)
-    meta = ours if ours is not None else new_meta(
-        "latent", family=family, command="comfyui", noise_level=0.0,
-        video={"width": w * stride, "height": h * stride, "frames": (t - 1) * 4 + 1, "fps": None},
-    )
+    family, video = _family_and_video(tuple(raw.shape), (ours or {}).get("family"), where)
+    meta = ours if ours is not None else new_meta("latent", family=family, command="comfyui", noise_level=0.0,
+                                                  video=video)
     meta = dict(meta, kind=meta.get("kind", "latent"), family=family, latent_space="raw")
     return Artifact({"latents": raw}, meta, path=path)
 
@@ -185,11 +189,7 @@ def read_comfy_header(path: str, data: bytes | None = None):
     shape = tuple(infos["latent_tensor"].shape)
     if len(shape) == 4:
         shape = (shape[0], shape[1], 1, shape[2], shape[3])
-    c = shape[1] if len(shape) == 5 else None
-    family = "ti2v-5b" if c == 48 else None
-    stride = 16 if c == 48 else 8
-    video = ({"width": shape[4] * stride, "height": shape[3] * stride, "frames": (shape[2] - 1) * 4 + 1, "fps": None}
-             if len(shape) == 5 else None)
+    family, video = _family_and_video(shape, None, where) if len(shape) == 5 else (None, None)
     meta = {"kind": "latent", "family": family, "latent_space": "raw", "noise_level": 0.0, "video": video,
             "format_version": None, "params": {"comfyui_version_marker": "latent_format_version_0" in infos}}
     return Header(meta, infos, path, "comfyui .latent", size)

@@ -52,8 +52,4 @@ def _file_holds_comfy(path: str) -> bool:
             data = head + f.read(n)
     except OSError:
         return False
-    return _header_is_comfy(data, p.stat().st_size, path)
-
-
-def _header_is_comfy(data: bytes, size: int, where: str) -> bool:
-    return comfy.holds_comfy(data, where, size)
+    return comfy.holds_comfy(data, path, p.stat().st_size)

@@ -213,12 +213,13 @@ class StepCaches:
         self.ratios: dict[str, list[float]] | None = None
         self.recorder: MagnitudeRecorder | None = None
         self.settings: dict = {"cache": mode}
-        self._plan_key = None
+        self._plan = None  # the plan the caches were last prepared for
+        self._calibrating = None  # the plan a calibration is being recorded for
         self._runs = 0
 
     def _prepare(self, plan: "RunPlan") -> None:
         """Once per plan: load (or start) the MagCache calibration."""
-        self._plan_key = id(plan)
+        self._plan = plan
         if self.mode != "magcache":
             return
         self.ratios = load_calibration(self.bundle, plan)
@@ -230,7 +231,7 @@ class StepCaches:
             self._calibrating = plan
 
     def begin_segment(self, plan: "RunPlan", start: int, end: int) -> None:
-        if self._plan_key != id(plan):
+        if self._plan is not plan:
             self._prepare(plan)
         if start == 0:
             self._runs += 1
@@ -259,7 +260,7 @@ class StepCaches:
         disable_caches(self.bundle)
         if self.recorder is not None:
             self.recorder.close()
-            plan = getattr(self, "_calibrating", None)
+            plan = self._calibrating
             measured = self.recorder.ratios
             if plan is not None and all(len(measured.get(e, [])) == n for e, n in plan.evaluations_per_expert().items()):
                 save_calibration(self.bundle, plan, {e: measured[e] for e in plan.evaluations_per_expert()})

@@ -235,7 +235,7 @@ def plan_run(
     branches_batched: bool = False,
     half_frame: bool = False,
     half_frame_until: float | None = None,
-    completion: str = "renoise",
+    completion: str | None = None,
     cfg_truncate_steps: int = 0,
     cfg_truncate_high_noise_steps: int = 0,
     bidirectional: bool = False,
@@ -255,6 +255,9 @@ def plan_run(
         raise BadInputError("--refine applies to the euler solver only")
     if batch < 1:
         raise BadInputError("--batch-size must be >= 1")
+    if completion is not None and not half_frame:
+        raise BadInputError("--completion needs --half-frame")
+    completion = completion or "renoise"
     if completion not in COMPLETIONS:
         raise BadInputError(f"unknown completion {completion!r}; use one of {', '.join(COMPLETIONS)}")
     if cfg_truncate_steps < 0 or cfg_truncate_high_noise_steps < 0:

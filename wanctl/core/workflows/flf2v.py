@@ -170,18 +170,19 @@ def plan_flf2v(bundle: "ModelBundle", src, *, solver: str | None = None, guidanc
                     branches_batched=cfg_batch, bidirectional=bidirectional)
 
 
-def generate_flf2v(bundle: "ModelBundle", plan: RunPlan, src, *, first_frame: str, last_frame: str, prompt: str,
+def generate_flf2v(bundle: "ModelBundle", plan: RunPlan, src, *, first_frame: str, last_frame: str, first, last,
+                   prompt: str,
                    mode: str = "reencode", reverse_rope: bool = False, fusion: str = "uniform", progress=None,
                    notice=None):
-    """Run an flf2v plan from the two image files; returns (latent artifact, DiT forwards made)."""
+    """Run an flf2v plan from the two frames (``first`` / ``last``: the images as read from the files
+    ``first_frame`` / ``last_frame``); returns (latent artifact, DiT forwards made)."""
     import numpy as np
     import torch
 
     from wanctl.core.io.artifact import Artifact, input_record, new_meta, sha256_file
-    from wanctl.core.io.video import aspect_differs, load_image, resize_crop
+    from wanctl.core.io.video import aspect_differs, resize_crop
     from wanctl.core.models.text import encode_prompts
 
-    first, last = load_image(first_frame), load_image(last_frame)
     width, height = plan.width, plan.height
     if notice:
         if (first.shape[1], first.shape[0]) != (width, height):

@@ -151,16 +151,7 @@ def run_inversion(
         tensors["first_frame"] = latent.tensors["first_frame"]
     traj = None
     if states is not None:
-        tmeta = new_meta(
-            "trajectory",
-            family=bundle.family.name,
-            command="invert",
-            noise_level=schedule.s_max,
-            video=video,
-            model=meta["model"],
-            params=dict(params, levels=schedule.reversed()),
-            inputs=inputs,
-        )
+        tmeta = dict(meta, kind="trajectory", params=dict(params, levels=schedule.reversed()))
         ttensors = {"latents": noise}
         for k, st in enumerate(states):
             ttensors[f"trajectory/{k}"] = st

@@ -158,7 +158,7 @@ def plan_t2v(
     negative_prompt: str | None = None,
     solver: str = "unipc",
     half_frame: bool = False,
-    completion: str = "renoise",
+    completion: str | None = None,
     half_frame_until: float | None = None,
     cfg_truncate_steps: int = 0,
     cfg_truncate_high_noise_steps: int = 0,
