@@ -56,9 +56,24 @@ def _on_sigterm(signum, frame) -> None:
     raise Terminated()
 
 
+def _quiet_libraries() -> None:
+    """wanctl speaks to the user through its own notice/warning lines; Python warnings and
+    unhandled log records of torch, transformers, diffusers... would add lines around them
+    (around a one-line error, too). WANCTL_DEBUG=1 shows them."""
+    import logging
+    import os
+    import warnings
+
+    if os.environ.get("WANCTL_DEBUG"):
+        return
+    warnings.simplefilter("ignore")
+    logging.getLogger().addHandler(logging.NullHandler())  # no "last resort" printing to stderr
+
+
 def main() -> None:
     import signal
 
     # a job scheduler's SIGTERM unwinds like Ctrl-C: temp files removed, one line, exit 143
     signal.signal(signal.SIGTERM, _on_sigterm)
+    _quiet_libraries()
     app()

@@ -74,12 +74,16 @@ def test_zarr_widens_bfloat16(tmp_path):
     assert torch.equal(back.latents, art.latents.float())
 
 
-def test_bfloat16_safetensors_kept(tmp_path):
+def test_half_precision_latents_widened_with_a_notice(tmp_path):
     art = make_artifact()
     art.tensors["latents"] = art.latents.bfloat16()
     p = str(tmp_path / "a.safetensors")
     write_artifact(p, art)
-    assert read_artifact(p).latents.dtype == torch.bfloat16
+    notes = []
+    back = read_artifact(p, notice=notes.append)
+    assert back.latents.dtype == torch.float32
+    assert torch.equal(back.latents, art.latents.float())
+    assert len(notes) == 1 and "bfloat16" in notes[0]
 
 
 def test_refuses_overwrite_without_force(tmp_path):

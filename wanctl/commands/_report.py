@@ -109,19 +109,31 @@ def handle_errors(fn: Callable) -> Callable:
         except MemoryError:
             error_line("out of memory", OOM_HINT)
             raise typer.Exit(EXIT_OOM) from None
+        except OSError as e:
+            from wanctl.core.files import write_error
+
+            mapped = write_error(e)  # a full disk (5), a folder that refuses writes (3)
+            if not isinstance(mapped, WanctlError):
+                _unexpected(e)
+            error_line(mapped.message, mapped.hint)
+            raise typer.Exit(mapped.exit_code) from None
         except Exception as e:  # noqa: BLE001 - last line of defence, exit code 1
-            if _is_oom(e):
-                error_line("out of memory on the device", OOM_HINT)
-                raise typer.Exit(EXIT_OOM) from None
-            if os.environ.get("WANCTL_DEBUG"):
-                traceback.print_exc()
-            error_line(
-                f"unexpected error: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}",
-                None if os.environ.get("WANCTL_DEBUG") else "set WANCTL_DEBUG=1 to see the traceback",
-            )
-            raise typer.Exit(EXIT_UNEXPECTED) from None
+            _unexpected(e)
 
     return wrapper
+
+
+def _unexpected(e: Exception) -> None:
+    if _is_oom(e):
+        error_line("out of memory on the device", OOM_HINT)
+        raise typer.Exit(EXIT_OOM) from None
+    if os.environ.get("WANCTL_DEBUG"):
+        traceback.print_exc()
+    error_line(
+        f"unexpected error: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}",
+        None if os.environ.get("WANCTL_DEBUG") else "set WANCTL_DEBUG=1 to see the traceback",
+    )
+    raise typer.Exit(EXIT_UNEXPECTED) from None
 
 
 PROGRESS_LINE_SECONDS = 5.0  # when stderr is not a terminal: one line at most this often

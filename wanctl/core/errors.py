@@ -5,7 +5,7 @@ EXIT_UNEXPECTED = 1
 EXIT_USAGE = 2
 EXIT_BAD_INPUT = 3
 EXIT_MODEL = 4
-EXIT_OOM = 5
+EXIT_OOM = 5  # out of memory, or out of disk space
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143  # 128 + SIGTERM
 
@@ -40,6 +40,12 @@ def model_error(message: str) -> ModelError:
 
 class OutOfMemoryError(WanctlError):
     """The device ran out of memory (exit 5)."""
+
+    exit_code = EXIT_OOM
+
+
+class OutOfSpaceError(WanctlError):
+    """The output's file system is full (exit 5, as out of memory: a resource, not the input)."""
 
     exit_code = EXIT_OOM
 

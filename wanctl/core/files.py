@@ -94,13 +94,37 @@ def read_json(p: Path, what: str, folder: str = "model folder") -> dict:
 
 
 def check_output_file(path: str, force: bool) -> None:
-    """Refuse to overwrite without --force; the destination folder must exist."""
+    """Refuse to overwrite without --force; the destination folder must exist and take a new
+    file (a probe file is created and removed), so a read-only or full folder is found before
+    the work, not after it."""
     p = Path(path)
     if p.exists() and not force:
         raise BadInputError(f"{path} exists; pass --force to overwrite")
     parent = p.parent if str(p.parent) else Path(".")
     if not parent.is_dir():
         raise BadInputError(f"output folder {parent} does not exist")
+    try:
+        probe = _tmp_name(p)
+    except OSError as e:
+        raise write_error(e, parent) from None
+    probe.unlink()
+
+
+def write_error(e: OSError, where: str | os.PathLike | None = None) -> Exception:
+    """The one-line error for an OSError of the file system: a full disk is exit 5, a file or
+    folder that refuses access exit 3; anything else is returned unchanged."""
+    import errno
+
+    from wanctl.core.errors import OutOfSpaceError
+
+    where = where or e.filename or "the output folder"
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return OutOfSpaceError(f"no space left on the device writing {where}", "free some space or write elsewhere")
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        why = "read-only file system" if e.errno == errno.EROFS else "permission denied"
+        return BadInputError(f"cannot write in {where} ({why})" if e.filename is None or where != e.filename
+                             else f"{where}: {why}")
+    return e
 
 
 def _tmp_name(dest: Path) -> Path:
@@ -152,9 +176,42 @@ def _fsync_tree(d: Path) -> None:
         _fsync_dir(Path(root))
 
 
+_PENDING: list | None = None  # the atomic writes of the innermost `together` block
+
+
+class together:
+    """Outputs written inside this block are committed together when it ends: if the block
+    fails (or is interrupted) none of them is, so a command's outputs are all there or none
+    (``t2v --decode``: the latent and its video). Only the final renames happen at the end."""
+
+    def __enter__(self) -> "together":
+        global _PENDING
+        self._outer, self.pending = _PENDING, []
+        _PENDING = self.pending
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        global _PENDING
+        _PENDING = self._outer
+        done = 0
+        try:
+            if exc_type is None:
+                for write in self.pending:  # refuse before the first move, not halfway
+                    if write.dest.exists() and not write.force:
+                        raise BadInputError(f"{write.dest} appeared while writing; pass --force to overwrite")
+                for write in self.pending:
+                    write.commit()
+                    done += 1
+        finally:
+            for write in self.pending[done:]:
+                _remove(write.tmp)
+        return False
+
+
 class atomic_path:
     """Context manager yielding a temporary path next to ``dest``; on success it is fsynced and
     moved onto ``dest``; on any failure (or Ctrl-C) it is removed and ``dest`` is untouched.
+    Inside a :class:`together` block the move waits for the end of the block.
 
     Works for files and for directories (zarr stores, model folders). Used by every writer in wanctl.
     """
@@ -187,6 +244,18 @@ class atomic_path:
                     os.fsync(fd)
                 finally:
                     os.close(fd)
+        except BaseException:
+            _remove(self.tmp)
+            raise
+        if _PENDING is not None:
+            _PENDING.append(self)
+            return False
+        self.commit()
+        return False
+
+    def commit(self) -> None:
+        """Move the finished temporary onto the destination."""
+        try:
             if self.dest.exists() and not self.force:
                 raise BadInputError(f"{self.dest} appeared while writing; pass --force to overwrite")
             if self.dest.is_dir() and not self.dest.is_symlink():
@@ -204,7 +273,6 @@ class atomic_path:
         except BaseException:
             _remove(self.tmp)
             raise
-        return False
 
 
 def _remove(p: Path) -> None:
@@ -241,18 +309,19 @@ class TensorInfo:
     dtype: str
 
 
-def safetensors_head(path: str | os.PathLike) -> bytes:
+def safetensors_head(path: str | os.PathLike, max_header: int = MAX_HEADER) -> bytes:
     """The first bytes of a safetensors file: the length prefix and the JSON header (when sane)."""
     with open(path, "rb") as f:
         head = f.read(8)
         if len(head) == 8:
             (n,) = struct.unpack("<Q", head)
-            if 1 < n <= MAX_HEADER:
+            if 1 < n <= max_header:
                 head += f.read(n)
     return head
 
 
-def parse_safetensors_header(data: bytes, total_size: int, where: str) -> tuple[dict, dict[str, TensorInfo], dict]:
+def parse_safetensors_header(data: bytes, total_size: int, where: str,
+                             max_header: int = MAX_HEADER) -> tuple[dict, dict[str, TensorInfo], dict]:
     """Parse the JSON header of a safetensors blob; ``data`` holds at least the header bytes.
 
     Returns (metadata strings, tensor infos, raw entries). Detects truncation from the data
@@ -261,8 +330,10 @@ def parse_safetensors_header(data: bytes, total_size: int, where: str) -> tuple[
     if total_size < 8 or len(data) < 8:
         raise BadInputError(f"{where}: not a safetensors file (too short: {total_size} bytes)")
     (n,) = struct.unpack("<Q", data[:8])
-    if n <= 1 or n > MAX_HEADER or n > total_size - 8:
-        if 8 + n > total_size and n <= MAX_HEADER:
+    if max_header < n <= MAX_HEADER:
+        raise BadInputError(f"{where}: safetensors header of {n} bytes is larger than the {max_header >> 20} MiB accepted here")
+    if n <= 1 or n > max_header or n > total_size - 8:
+        if 8 + n > total_size and n <= max_header:
             raise BadInputError(f"{where}: truncated safetensors file (header needs {n} bytes, file has {total_size - 8})")
         raise BadInputError(f"{where}: not a safetensors file (bad header length)")
     if len(data) < 8 + n:
@@ -271,9 +342,13 @@ def parse_safetensors_header(data: bytes, total_size: int, where: str) -> tuple[
         header = json.loads(data[8 : 8 + n].decode("utf-8"))
         if not isinstance(header, dict):
             raise ValueError
+    except RecursionError:
+        raise BadInputError(f"{where}: safetensors header nested too deep") from None
     except (UnicodeDecodeError, ValueError):
         raise BadInputError(f"{where}: not a safetensors file (corrupt header)") from None
     strmeta = header.pop("__metadata__", None) or {}
+    if not isinstance(strmeta, dict) or not all(isinstance(v, str) for v in strmeta.values()):
+        raise BadInputError(f"{where}: not a safetensors file (corrupt __metadata__)")
     infos: dict[str, TensorInfo] = {}
     end = 0
     for name, ent in header.items():
@@ -281,7 +356,7 @@ def parse_safetensors_header(data: bytes, total_size: int, where: str) -> tuple[
             dtype = _ST_DTYPES.get(ent["dtype"], ent["dtype"].lower())
             shape = tuple(int(s) for s in ent["shape"])
             start, stop = (int(o) for o in ent["data_offsets"])
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, AttributeError):
             raise BadInputError(f"{where}: corrupt safetensors header entry for {name!r}") from None
         infos[name] = TensorInfo(shape, dtype)
         end = max(end, stop)

@@ -19,7 +19,7 @@ import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from wanctl.core.errors import BadInputError
 # re-exported: the artifact writers' callers use them with the rest of this module
@@ -35,10 +35,12 @@ from wanctl.core.files import (  # noqa: F401
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-FORMAT_NAME = "wanctl-artifact"
-FORMAT_VERSION = 1
-KINDS = ("latent", "noise", "trajectory", "embedding")
+# re-exported: the schema's names are the artifact format's
+from wanctl.core.io.schema import FORMAT_NAME, FORMAT_VERSION, KINDS, check_meta, check_tensors  # noqa: F401
+
 META_KEY = "wanctl"
+MAX_HEADER = 16 * 1024 * 1024  # an artifact's safetensors header (a 1000-step trajectory needs < 1 MiB)
+STDIN_CHUNK = 1 << 24
 STDIO = "-"
 
 
@@ -51,6 +53,7 @@ class Header:
     path: str
     format: str  # "safetensors" | "zarr"
     size_bytes: int
+    notices: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -167,25 +170,11 @@ def _meta_from_strings(strmeta: dict, where: str) -> dict:
         )
     try:
         meta = json.loads(raw)
-        if not isinstance(meta, dict):
-            raise ValueError
+    except RecursionError:
+        raise BadInputError(f"{where}: wanctl metadata nested too deep") from None
     except ValueError:
-        raise BadInputError(f"{where}: corrupt wanctl metadata (not a JSON object)") from None
-    return meta
-
-
-def _check_meta(meta: dict, where: str) -> None:
-    if meta.get("format") != FORMAT_NAME:
-        raise BadInputError(f"{where}: not a wanctl artifact (format {meta.get('format')!r})")
-    v = meta.get("format_version")
-    if not isinstance(v, int):
-        raise BadInputError(f"{where}: wanctl metadata has no format_version")
-    if v > FORMAT_VERSION:
-        raise BadInputError(
-            f"{where}: artifact format version {v} is newer than this wanctl supports ({FORMAT_VERSION}); upgrade wanctl"
-        )
-    if meta.get("kind") not in KINDS:
-        raise BadInputError(f"{where}: unknown artifact kind {meta.get('kind')!r}")
+        raise BadInputError(f"{where}: corrupt wanctl metadata (not JSON)") from None
+    return check_meta(meta, where)
 
 
 def _zarr_json(p: Path) -> dict:
@@ -193,6 +182,8 @@ def _zarr_json(p: Path) -> dict:
         return json.loads((p / "zarr.json").read_text())
     except FileNotFoundError:
         raise BadInputError(f"{p}: not a zarr v3 store (no zarr.json)") from None
+    except RecursionError:
+        raise BadInputError(f"{p}: zarr.json nested too deep") from None
     except ValueError:
         raise BadInputError(f"{p}: corrupt zarr.json") from None
 
@@ -208,8 +199,13 @@ def _zarr_arrays(root: Path, prefix: str = "") -> dict[str, TensorInfo]:
         node = _zarr_json(child)
         name = prefix + child.name
         if node.get("node_type") == "array":
-            dtype = node.get("attributes", {}).get("torch_dtype") or str(node.get("data_type"))
-            out[name] = TensorInfo(tuple(node["shape"]), dtype)
+            try:
+                attrs = node.get("attributes") or {}
+                dtype = str(attrs.get("torch_dtype") or node.get("data_type"))
+                shape = tuple(int(s) for s in node["shape"])
+            except (KeyError, TypeError, ValueError, AttributeError):
+                raise BadInputError(f"{child}: corrupt zarr array metadata") from None
+            out[name] = TensorInfo(shape, dtype)
         elif node.get("node_type") == "group":
             out.update(_zarr_arrays(child, name + "/"))
     return out
@@ -220,31 +216,33 @@ def _dir_size(p: Path) -> int:
 
 
 def read_header(path: str, stdin_bytes: bytes | None = None) -> Header:
-    """Metadata and tensor shapes without loading tensors or importing torch."""
+    """Metadata and tensor shapes without loading tensors or importing torch; the metadata is
+    checked against the schema (:mod:`schema`) and the declared tensors against the metadata."""
     if path == STDIO:
         if stdin_bytes is None:
             raise BadInputError("internal: stdin bytes missing")
-        strmeta, infos, _ = parse_safetensors_header(stdin_bytes, len(stdin_bytes), "<stdin>")
-        meta = _meta_from_strings(strmeta, "<stdin>")
-        _check_meta(meta, "<stdin>")
-        return Header(meta, infos, path, "safetensors", len(stdin_bytes))
-    p = Path(path)
-    if not p.exists():
-        raise BadInputError(f"{path}: no such file")
-    if p.is_dir():
-        if not (p / "zarr.json").exists():
-            raise BadInputError(f"{path}: a folder that is not a .zarr artifact")
-        root = _zarr_json(p)
-        meta = root.get("attributes", {}).get(META_KEY)
-        if not isinstance(meta, dict):
-            raise BadInputError(f"{path}: not a wanctl artifact (no '{META_KEY}' attributes)")
-        _check_meta(meta, path)
-        return Header(meta, _zarr_arrays(p), path, "zarr", _dir_size(p))
-    size = p.stat().st_size
-    strmeta, infos, _ = parse_safetensors_header(safetensors_head(p), size, path)
-    meta = _meta_from_strings(strmeta, path)
-    _check_meta(meta, path)
-    return Header(meta, infos, path, "safetensors", size)
+        where, fmt, size = "<stdin>", "safetensors", len(stdin_bytes)
+        strmeta, infos, _ = parse_safetensors_header(stdin_bytes, size, where, MAX_HEADER)
+        meta = _meta_from_strings(strmeta, where)
+    else:
+        p, where = Path(path), path
+        if not p.exists():
+            raise BadInputError(f"{path}: no such file")
+        if p.is_dir():
+            if not (p / "zarr.json").exists():
+                raise BadInputError(f"{path}: a folder that is not a .zarr artifact")
+            root = _zarr_json(p)
+            meta = (root.get("attributes") or {}).get(META_KEY)
+            if not isinstance(meta, dict):
+                raise BadInputError(f"{path}: not a wanctl artifact (no '{META_KEY}' attributes)")
+            meta, infos, fmt, size = check_meta(meta, path), _zarr_arrays(p), "zarr", _dir_size(p)
+        else:
+            fmt, size = "safetensors", p.stat().st_size
+            strmeta, infos, _ = parse_safetensors_header(safetensors_head(p, MAX_HEADER), size, path, MAX_HEADER)
+            meta = _meta_from_strings(strmeta, path)
+    hdr = Header(meta, infos, path, fmt, size)
+    hdr.notices = check_tensors(meta, infos, where)
+    return hdr
 
 
 def read_meta(path: str) -> dict:
@@ -255,12 +253,38 @@ def read_meta(path: str) -> dict:
 
 
 def read_stdin() -> bytes:
+    """One safetensors blob from stdin, read as its header says: the 8-byte length first (a
+    header over :data:`MAX_HEADER` is refused before reading it), then the header, then exactly
+    the tensor bytes it declares, in chunks (memory grows only with what arrives)."""
+    import struct
+
     if sys.stdin.isatty():
         raise BadInputError("input '-' means stdin, but stdin is a terminal; pipe an artifact in")
-    data = sys.stdin.buffer.read()
-    if not data:
+    stream = sys.stdin.buffer
+    head = stream.read(8)
+    if not head:
         raise BadInputError("<stdin>: empty input (did the previous command in the pipe fail?)")
-    return data
+    if len(head) < 8:
+        raise BadInputError(f"<stdin>: not a safetensors stream (only {len(head)} bytes)")
+    (n,) = struct.unpack("<Q", head)
+    if n <= 1 or n > MAX_HEADER:
+        raise BadInputError(f"<stdin>: not a wanctl artifact stream (header length {n} outside 2..{MAX_HEADER})")
+    buf = bytearray(head)
+    _read_exactly(stream, buf, 8 + n)
+    _, _, header = parse_safetensors_header(bytes(buf), sys.maxsize, "<stdin>", MAX_HEADER)
+    end = max((int(e["data_offsets"][1]) for e in header.values()), default=0)
+    _read_exactly(stream, buf, 8 + n + end)
+    if stream.read(1):
+        raise BadInputError("<stdin>: more bytes follow the artifact (one artifact per pipe)")
+    return bytes(buf)
+
+
+def _read_exactly(stream, buf: bytearray, total: int) -> None:
+    while len(buf) < total:
+        chunk = stream.read(min(STDIN_CHUNK, total - len(buf)))
+        if not chunk:
+            raise BadInputError(f"<stdin>: truncated artifact ({len(buf)} of {total} bytes arrived)")
+        buf += chunk
 
 
 def read_artifact(
@@ -269,9 +293,11 @@ def read_artifact(
     kinds: Iterable[str] | None = None,
     check_finite: bool = True,
     stdin_bytes: bytes | None = None,
+    notice: Callable[[str], None] | None = None,
 ) -> Artifact:
     """Load and validate an artifact. ``kinds`` restricts what the caller accepts;
-    ``stdin_bytes`` is what was already read from stdin for ``-``."""
+    ``stdin_bytes`` is what was already read from stdin for ``-``. Latents stored in half
+    precision are widened to float32 (``notice`` says so)."""
     data = (stdin_bytes if stdin_bytes is not None else read_stdin()) if path == STDIO else None
     where = "<stdin>" if path == STDIO else path
     hdr = read_header(path, stdin_bytes=data)
@@ -286,16 +312,19 @@ def read_artifact(
 
             tensors = load(data) if data is not None else load_file(path)
         else:
-            tensors = _read_zarr(Path(path))
+            tensors = _read_zarr(Path(path), hdr.tensors)
     except BadInputError:
         raise
     except Exception as e:  # safetensors raises its own error types on corrupt payloads
         raise BadInputError(f"{where}: cannot read tensors ({type(e).__name__}: {str(e).splitlines()[0]})") from None
-    validate(tensors, meta, where, check_finite=check_finite)
+    tensors = validate(tensors, meta, where, check_finite=check_finite)
+    for line in hdr.notices:
+        if notice:
+            notice(line)
     from wanctl.core import trace
-    
+
     trace.event("read_artifact", path=where, kind=meta["kind"])
-    art = Artifact(tensors=dict(tensors), meta=meta, path=path)
+    art = Artifact(tensors=tensors, meta=meta, path=path)
     if data is not None:
         art.extras["sha256"] = sha256_bytes(data)
     return art
@@ -329,61 +358,37 @@ def first_frame(art: Artifact, index: int = 0):
     return ff[i].permute(1, 2, 0).contiguous().numpy()
 
 
-def validate(tensors: dict, meta: dict, where: str, check_finite: bool = True) -> None:
+def validate(tensors: dict, meta: dict, where: str, check_finite: bool = True) -> dict:
+    """Check loaded tensors against the metadata (as the header was); returns them with
+    half-precision latents widened to float32."""
     import torch
 
+    check_tensors(meta, tensors, where)
+    out = dict(tensors)
     for name, t in tensors.items():
-        declared = ((meta.get("tensors") or {}).get(name) or {}).get("shape")
-        if declared is not None and list(declared) != list(t.shape):
-            raise BadInputError(f"{where}: '{name}' shape {tuple(t.shape)} does not match the metadata ({tuple(declared)})")
-    if meta["kind"] == "embedding":
-        emb = tensors.get("embedding")
-        if emb is None or emb.ndim != 2:
-            raise BadInputError(f"{where}: embedding artifact needs a 2-D 'embedding' tensor (tokens, dim)")
-    else:
-        _validate_latents(tensors, meta, where)
+        if (name == "latents" or name.startswith("trajectory/")) and t.dtype != torch.float32:
+            out[name] = t.float()
     if check_finite:
-        for name, t in tensors.items():
+        for name, t in out.items():
             if t.is_floating_point() and not bool(torch.isfinite(t).all()):
                 raise BadInputError(f"{where}: tensor {name!r} contains NaN or infinite values")
+    return out
 
 
-def _validate_latents(tensors: dict, meta: dict, where: str) -> None:
-    if "latents" not in tensors:
-        raise BadInputError(f"{where}: artifact has no 'latents' tensor")
-    lat = tensors["latents"]
-    if lat.ndim != 5:
-        raise BadInputError(f"{where}: 'latents' must be 5-D (batch, C, T, H, W), got shape {tuple(lat.shape)}")
-    fam = meta.get("family")
-    if fam is not None:
-        from wanctl.core.families import FAMILIES
-
-        spec = FAMILIES.get(fam)
-        if spec is None:
-            raise BadInputError(f"{where}: unknown model family {fam!r} in metadata")
-        if lat.shape[1] != spec.latent_channels:
-            raise BadInputError(
-                f"{where}: 'latents' has {lat.shape[1]} channels but family {fam} uses {spec.latent_channels}"
-            )
-    video = meta.get("video") or {}
-    frames = video.get("frames")
-    if frames and meta["kind"] in ("latent", "noise") and lat.shape[2] != (frames - 1) // 4 + 1:
-        raise BadInputError(
-            f"{where}: {lat.shape[2]} latent frames do not match {frames} pixel frames in the metadata"
-        )
-
-
-def _read_zarr(p: Path) -> dict:
+def _read_zarr(p: Path, infos: dict[str, TensorInfo]) -> dict:
+    """Every array, refusing one with a missing chunk: zarr would serve its fill value (zeros)."""
     import numpy as np
     import torch
     import zarr
 
     g = zarr.open_group(str(p), mode="r")
     out = {}
-    for name, info in _zarr_arrays(p).items():
-        arr = np.asarray(g[name][...])
-        t = torch.from_numpy(np.ascontiguousarray(arr))
-        out[name] = t
+    for name in infos:
+        arr = g[name]
+        if arr.nchunks_initialized < arr.nchunks:
+            missing = arr.nchunks - arr.nchunks_initialized
+            raise BadInputError(f"{p}: array {name!r} is missing {missing} of its {arr.nchunks} chunks (incomplete copy?)")
+        out[name] = torch.from_numpy(np.ascontiguousarray(arr[...]))
     return out
 
 
@@ -440,7 +445,8 @@ def _write_zarr(p: Path, tensors: dict, meta: dict) -> None:
             chunks = (1, t.shape[1], 1, t.shape[3], t.shape[4])
         else:
             chunks = tuple(max(1, s) for s in t.shape) or None
-        z = g.create_array(name, shape=arr.shape, dtype=arr.dtype, chunks=chunks)
+        # every chunk is written, zeros too, so a missing chunk on read means a damaged store
+        z = g.create_array(name, shape=arr.shape, dtype=arr.dtype, chunks=chunks, config={"write_empty_chunks": True})
         z[...] = arr
         z.attrs["torch_dtype"] = str(t.dtype).replace("torch.", "")
     g.attrs[META_KEY] = meta

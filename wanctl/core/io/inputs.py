@@ -5,7 +5,7 @@ alone chooses between them.
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Callable, Iterable
 
 from wanctl.core.errors import BadInputError
 from wanctl.core.io import comfy
@@ -16,7 +16,7 @@ from wanctl.core.io.artifact import STDIO, Artifact, read_artifact, read_stdin
 HEADER_PEEK_LIMIT = 100_000_000  # a safetensors JSON header larger than this is not peeked at
 
 
-def read_input(path: str, *, kinds: Iterable[str] | None = None) -> Artifact:
+def read_input(path: str, *, kinds: Iterable[str] | None = None, notice: Callable[[str], None] | None = None) -> Artifact:
     """Read a wanctl artifact, or a ComfyUI ``.latent`` file (raw space until
     :func:`wanctl.core.io.comfy.to_normalized` is applied with the model in use). The format is
     told by content: stdin (``-``) and a ``.safetensors`` holding ComfyUI's ``latent_tensor``
@@ -34,7 +34,7 @@ def read_input(path: str, *, kinds: Iterable[str] | None = None) -> Artifact:
         if kinds is not None and art.meta["kind"] not in tuple(kinds):
             raise BadInputError(f"{path}: expected a {' or '.join(kinds)} artifact, got a {art.meta['kind']} artifact")
         return art
-    return read_artifact(path, kinds=kinds, stdin_bytes=data)
+    return read_artifact(path, kinds=kinds, stdin_bytes=data, notice=notice)
 
 
 def _file_holds_comfy(path: str) -> bool:
