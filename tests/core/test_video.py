@@ -76,12 +76,19 @@ def test_resize_crop():
         vio.fit_size(20, 20, 32, None)
 
 
-def test_resampling_picks_the_nearest_frames():
-    from wanctl.core.workflows.encode import _resampled
+def test_resampling_picks_the_frame_showing_at_each_time():
+    from fractions import Fraction as F
 
-    assert list(_resampled(iter(range(8)), 30, 15)) == [0, 2, 4, 6]
-    assert list(_resampled(iter(range(6)), 24, 16))[:4] == [0, 2, 3, 5]
-    assert vio.max_frames_at(33, 16, 8) == 17
+    def at(n, src, dst, start=0):
+        return list(vio.resample(iter(range(n)), [F(1, src)] * n, F(start), F(dst)))
+
+    assert at(8, 30, 15) == [0, 2, 4, 6]
+    # 24 -> 16 fps: output k at k/16 s shows source frame floor(k * 1.5)
+    assert at(6, 24, 16) == [0, 1, 3, 4]
+    assert at(4, 10, 20) == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert at(10, 10, 10, start=0.35) == [3, 4, 5, 6, 7, 8, 9]
+    assert vio.max_frames_at(33, 16, 8) == 17 == len(at(33, 16, 8))
+    assert vio.max_frames_at(6, 24, 16) == 4
 
 
 def test_writer_atomic_on_error(tmp_path):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
@@ -35,6 +34,7 @@ class EncodePlan:
     width: int
     height: int
     notes: list[str] = field(default_factory=list)
+    background: tuple[int, int, int] = (0, 0, 0)  # what transparent pixels are composited on
 
     @property
     def resized(self) -> bool:
@@ -50,22 +50,27 @@ def plan_encode(
     fps: float | None = None,
     size: tuple[int, int] | None = None,
     preset=None,
+    background: tuple[int, int, int] = (0, 0, 0),
 ) -> EncodePlan:
     """What an encode reads and writes; ``preset`` (the model's, default the family's) gives the
-    frame rate of inputs that have none."""
+    frame rate of inputs that have none (images, folders, animations whose frame durations vary).
+    Frames are read at the output rate, each the source frame showing at its time."""
     default_fps = (preset or family.preset).fps
     info = vio.probe(source)
     if start < 0:
         raise BadInputError(f"--start must be >= 0, got {start}")
     if frames is not None:
         check_frames(frames)
-    notes: list[str] = []
-    if info.kind in ("image", "frames") and info.fps is None:
+    notes: list[str] = list(info.notes)
+    if info.fps is None:
         src_fps = float(fps or default_fps)
         if fps is None:
-            notes.append(f"{info.kind} input has no frame rate: using {src_fps:g} fps (the model's default)")
+            if info.animated:
+                notes.append(f"{info.kind} frames are resampled by their timestamps to {src_fps:g} fps (the model's default)")
+            else:
+                notes.append(f"{info.kind} input has no frame rate: using {src_fps:g} fps (the model's default)")
     else:
-        src_fps = float(info.fps or fps or default_fps)
+        src_fps = float(info.fps)
     out_fps = float(fps or src_fps)
     if info.kind == "image":
         if frames not in (None, 1):
@@ -78,12 +83,10 @@ def plan_encode(
     if (w, h) != (info.width, info.height):
         how = "resized and center-cropped" if size is not None else "center-cropped"
         notes.append(f"{info.width}x{info.height} {how} to {w}x{h} (multiple of {family.size_multiple} for {family.name})")
-    if info.frames is not None and info.kind != "video":
-        avail = info.frames - int(round(start * src_fps)) if info.kind != "image" else 1
-        if out_fps != src_fps:
-            avail = vio.max_frames_at(max(avail, 0), src_fps, out_fps)
+    avail = vio.frames_available(info, start, out_fps)
+    if avail is not None:
         _check_available(source, avail, frames)
-    return EncodePlan(source, info, family, start, out_fps, src_fps, frames, w, h, notes)
+    return EncodePlan(source, info, family, start, out_fps, src_fps, frames, w, h, notes, background)
 
 
 def _check_available(source: str, avail: int, frames: int | None) -> None:
@@ -93,32 +96,18 @@ def _check_available(source: str, avail: int, frames: int | None) -> None:
         raise BadInputError(f"{source}: only {avail} frames available, --frames {frames} requested")
 
 
-def _resampled(stream: Iterator, src_fps: float, dst_fps: float) -> Iterator:
-    """Nearest-frame resampling from src_fps to dst_fps on an unbounded stream."""
-    if abs(src_fps - dst_fps) < 1e-9:
-        yield from stream
-        return
-    ratio = Fraction(src_fps).limit_denominator(10000) / Fraction(dst_fps).limit_denominator(10000)
-    k, pos, cur = 0, -1, None
-    for frame in stream:
-        pos += 1
-        cur = frame
-        while int(k * ratio + Fraction(1, 2)) == pos:
-            yield cur
-            k += 1
-
-
 def frame_chunks(plan: EncodePlan) -> tuple[Iterator[list], dict]:
     """Chunks of frames the causal VAE takes (1, then 4s), resized; ``stats`` fills as it goes.
 
     Stops at ``plan.frames`` or at the last complete chunk; trailing frames that cannot make a
-    complete group of 4 are dropped and counted in ``stats['dropped']``.
+    complete group of 4 are dropped and counted in ``stats['dropped']``; what reading did
+    (transparency composited...) is in ``stats['notes']``.
     """
-    stats = {"frames": 0, "dropped": 0}
+    stats: dict = {"frames": 0, "dropped": 0, "notes": []}
 
     def gen():
-        stream = vio.iter_frames(plan.source, plan.info, plan.start)
-        stream = _resampled(stream, plan.source_fps, plan.fps)
+        stream = vio.iter_frames(plan.source, plan.info, plan.start, plan.fps, background=plan.background,
+                                 notices=stats["notes"])
         want = 1
         buf: list = []
         for frame in stream:
@@ -139,7 +128,7 @@ def source_sha256(path: str) -> str:
     p = Path(path)
     if p.is_dir():
         h = hashlib.sha256()
-        for f in sorted(x for x in p.iterdir() if x.suffix.lower() in vio.IMAGE_EXTS):
+        for f in vio.frame_files(p):  # the order they are read in
             h.update(f.name.encode())
             h.update(sha256_file(f).encode())
         return h.hexdigest()
@@ -171,7 +160,7 @@ def encode(
         latents = encode_chunks(vae, remember_first(chunks), progress)
     except ValueError:
         raise BadInputError(f"{plan.source}: no frames to encode (zero-frame input or --start past the end)") from None
-    notes = list(plan.notes)
+    notes = list(plan.notes) + stats["notes"]
     n = stats["frames"]
     if n == 0:
         raise BadInputError(f"{plan.source}: no frames to encode (zero-frame input or --start past the end)")
@@ -195,6 +184,7 @@ def encode(
             "source_size": [plan.info.width, plan.info.height],
             "size": [plan.width, plan.height],
             "resize": "cover+center-crop" if plan.resized else None,
+            "background": "#{:02x}{:02x}{:02x}".format(*plan.background),
             "vae_tiling": bool(bundle.options.vae_tiling),
             "vae_dtype": bundle.options.vae_dtype,
             "posterior": "mean",
