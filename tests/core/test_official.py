@@ -558,11 +558,15 @@ def test_bad_files_are_refused(folders, tmp_path):
     save_file(sd, str(f))
     with pytest.raises(ModelError, match="CLIP image branch"):
         detect_official(f)
-    # fp8 weights
-    fp8 = tmp_path / "dit_fp8.safetensors"
-    save_file({"patch_embedding.weight": torch.zeros(4, 48, 1, 2, 2).to(torch.float8_e4m3fn)}, str(fp8))
-    with pytest.raises(ModelError, match="fp8"):
-        detect_official(fp8)
+    # a quantization format wanctl does not read (per-layer weight_scale without the fp8_scaled
+    # marker); fp8_scaled, plain fp8 and GGUF files are tests/core/test_quantized.py's
+    quant = tmp_path / "dit_quant.safetensors"
+    sd = load_file(str(f))
+    sd.pop("img_emb.proj.0.weight")
+    sd["blocks.0.self_attn.q.weight_scale"] = torch.ones(())
+    save_file(sd, str(quant))
+    with pytest.raises(ModelError, match="format wanctl does not read"):
+        detect_official(quant)
 
 
 def test_detection_boundaries(folders, tmp_path):

@@ -23,7 +23,7 @@ from wanctl.core.errors import BadInputError, ModelError
 from wanctl.core.families import FamilySpec, Preset
 from wanctl.core.files import DigestMemo
 from wanctl.core.models.detect import detect_layout
-from wanctl.core.models.layout import ModelLayout
+from wanctl.core.models.layout import WEIGHTED, ModelLayout
 from wanctl.core.models.presets import model_preset
 from wanctl.core.models.runtime import device_of, hub_offline, parse_dtype, same_device  # noqa: F401 (parse_dtype: for callers)
 
@@ -144,8 +144,10 @@ def resolve_model(
         rec_name, rec_path = recorded.get("name"), recorded.get("path")
         if recorded.get("builtin") and rec_name in builtin.BUILTINS:
             value = rec_name
-        elif rec_path and Path(rec_path).is_dir():
+        elif rec_path and Path(rec_path).exists():
             value = rec_path
+        elif rec_path:
+            return _stand_in(recorded, family, notice)
         if value is not None and notice:
             notice(f"using the model recorded in the input artifact: {value}")
     if value is None:
@@ -161,7 +163,31 @@ def resolve_model(
         if os.sep in value or value.startswith(".") or p.suffix:
             raise ModelError(f"model folder {value} does not exist")
         raise ModelError(f"unknown model {value!r}: not a folder and not a built-in ({known})")
-    return inspect_folder(p)
+    spec = inspect_folder(p)
+    for n in spec.layout.notes if notice else ():  # what detection noticed (a full checkpoint's parts left out...)
+        notice(n)
+    return spec
+
+
+def _stand_in(recorded: dict, family: str | None, notice: Callable[[str], None] | None) -> ModelSpec:
+    """The recorded model folder is gone: a built-in of the family stands in only when its VAE
+    is the one the artifact was made with (its latents mean the same pixels); else exit 4."""
+    from wanctl.core.models import builtin
+
+    gone = recorded.get("path")
+    want = (recorded.get("components") or {}).get("vae")
+    fam = family or recorded.get("family")
+    if want:
+        for name, b in builtin.BUILTINS.items():
+            if b.family != fam or not builtin.available(name):
+                continue
+            spec = inspect_folder(builtin.ensure(name, notice=notice), name=name, builtin=True)
+            if component_fingerprint(spec, "vae") == want:
+                if notice:
+                    notice(f"the model recorded in the input ({gone}) is gone; built-in '{name}' has the same VAE, using it")
+                return spec
+    raise ModelError(f"the model recorded in the input artifact ({gone}) is gone, and no built-in has its VAE; "
+                     "pass --model with that model's folder")
 
 
 # --------------------------------------------------------------------------- loading
@@ -176,6 +202,9 @@ class LoadOptions:
     text_encoder_device: str | None = None
     cache: bool = True  # read/write the embedding and inversion caches
     offload: str = "none"  # none | model (one big component on the device at a time) | group (DiT blocks on demand)
+    loras: tuple = ()  # lora.LoraSpec values, applied to the experts as they load (see models/lora.py)
+    lora_fused: bool = True  # False: LoRAs stay PEFT adapters (--lora-unfused)
+    weights_dtype: str = "auto"  # DiT weight storage: auto (the compute dtype) | fp8 (models/quantized.py)
 
 
 OFFLOAD_MODES = ("none", "model", "group")
@@ -190,6 +219,7 @@ class ModelBundle:
     options: LoadOptions = field(default_factory=LoadOptions)
     _loaded: dict[str, Any] = field(default_factory=dict)
     _fingerprints: dict[str, str] = field(default_factory=dict)
+    _lora_sha: dict[str, str] = field(default_factory=dict)
 
     @property
     def family(self) -> FamilySpec:
@@ -212,19 +242,92 @@ class ModelBundle:
 
     def fingerprint(self, component: str) -> str:
         if component not in self._fingerprints:
-            self._fingerprints.update(fingerprints(self.spec, [component]))
+            self._fingerprints.update(self._with_storage(self._with_loras(fingerprints(self.spec, [component]))))
         return self._fingerprints[component]
 
     def record(self, components: list[str]) -> dict:
         """The ``model`` block of artifact metadata for the components a command used."""
         missing = [c for c in components if c not in self._fingerprints]
         if missing:
-            self._fingerprints.update(fingerprints(self.spec, missing))
+            self._fingerprints.update(self._with_storage(self._with_loras(fingerprints(self.spec, missing))))
         parts = {c: self._fingerprints[c] for c in components}
         rec = self.spec.describe()
         rec["components"] = parts
         rec["fingerprint"] = combined_fingerprint(parts)
+        formats = {c: f for c in components if c in WEIGHTED and (f := self.spec.layout.weight_format(c))}
+        if formats:  # how the weight files store them (gguf Q8_0, fp8_scaled...), headers only
+            rec["weights"] = formats
+        if self.options.weights_dtype != "auto" and any(c in self.experts() for c in components):
+            rec["weights_dtype"] = self.options.weights_dtype
+        if self.options.loras and any(c in self.experts() for c in components):
+            from wanctl.core.models import lora
+
+            rec["loras"] = [lora.record(s, self._lora_digest(s), s.experts(self.experts()), self.options.lora_fused)
+                            for s in self.options.loras]
         return rec
+
+    # --- LoRAs (models/lora.py): part of each expert's fingerprint, applied as the expert loads
+
+    def _lora_digest(self, spec) -> str:
+        if spec.path not in self._lora_sha:
+            memo = _digests()
+            self._lora_sha[spec.path] = memo.digest(Path(spec.path).expanduser())
+            memo.save()
+        return self._lora_sha[spec.path]
+
+    def _loras_of(self, expert: str) -> list:
+        return [s for s in self.options.loras if expert in s.experts(self.experts())]
+
+    def _with_loras(self, fps: dict[str, str]) -> dict[str, str]:
+        """An expert with LoRAs is another model: its fingerprint covers their content and strength
+        (so they key the inversion cache and the magcache calibration)."""
+        from wanctl.core.models import lora
+
+        for c in fps:
+            specs = self._loras_of(c) if c in ("transformer", "transformer_2") else []
+            if specs:
+                fps[c] = combined_fingerprint({"weights": fps[c],
+                                               "loras": lora.fingerprint_part([(s, self._lora_digest(s)) for s in specs])})
+        return fps
+
+    def _with_storage(self, fps: dict[str, str]) -> dict[str, str]:
+        """fp8 storage rounds an expert's weights: its fingerprint says so (inversion cache, magcache)."""
+        if self.options.weights_dtype != "auto":
+            for c in fps:
+                if c in ("transformer", "transformer_2"):
+                    fps[c] = combined_fingerprint({"weights": fps[c], "storage": self.options.weights_dtype})
+        return fps
+
+    def _lora_matches(self, expert: str, model) -> list:
+        from wanctl.core.models import lora
+
+        return [lora.match(lora.read(s), model, expert) for s in self._loras_of(expert)]
+
+    def check_loras(self, notice: Callable[[str], None] | None = None) -> None:
+        """Every LoRA against the experts it targets, on empty (meta) experts built from their
+        configs: no weights load, and a LoRA that does not fit fails before any expert runs."""
+        if not self.options.loras:
+            return
+        from wanctl.core.models import lora
+        from wanctl.core.models.weights import build_empty
+
+        experts = self.experts()
+        seen: dict[str, list[str]] = {}
+        for spec in self.options.loras:
+            spec.experts(experts)  # --lora-low on a one-expert model: refused here
+        for expert in experts:
+            if not self._loras_of(expert):
+                continue
+            if self.options.lora_fused and str(self.spec.layout.weight_format(expert) or "").startswith("gguf"):
+                raise BadInputError(f"cannot fuse a LoRA into {expert}'s GGUF-quantized weights: add --lora-unfused "
+                                    "(the LoRA then runs as an adapter next to them)")
+            meta = build_empty(expert, self.spec.layout.config(expert))
+            for m in self._lora_matches(expert, meta):
+                seen.setdefault(id(m.lora.spec), [m, []])[1].append(expert)
+        for m, on in seen.values():
+            for line in lora.describe_match(m, on, self.options.lora_fused):
+                if notice:
+                    notice(line)
 
     def _load(self, component: str, dtype, activate: bool = True) -> Any:
         if component not in self._loaded:
@@ -239,11 +342,34 @@ class ModelBundle:
                 raise ModelError(f"{self.spec.path / component}: cannot load {component}: {first}") from None
             if component == "vae" and self.options.vae_tiling:
                 module.enable_tiling()
+            loras = self._loras_of(component) if component in ("transformer", "transformer_2") else []
+            if loras and self.options.offload != "none":  # before the offloading hooks wrap the blocks
+                self._apply_loras(component, module)
+            if self.options.offload != "none":  # before the offloading hooks keep copies of the weights
+                self._store_weights(component, module, dtype)
             self._loaded[component] = self._place(component, module) if component in HEAVY else module
+            if loras and self.options.offload == "none":  # on the compute device, where the merge is fast
+                self._apply_loras(component, self._loaded[component])
+            if self.options.offload == "none":  # after any LoRA merge: fused into full-precision weights
+                self._store_weights(component, self._loaded[component], dtype)
         module = self._loaded[component]
         if activate and self.options.offload == "model" and component in HEAVY:
             self._activate(component)
         return module
+
+    def _store_weights(self, component: str, module, dtype) -> None:
+        """--weights-dtype fp8: the expert's layer weights kept in fp8 (models/quantized.py)."""
+        if self.options.weights_dtype == "fp8" and component in ("transformer", "transformer_2"):
+            from wanctl.core.models.quantized import store_in_fp8
+
+            trace.event("weights_dtype", component=component, storage="float8_e4m3fn")
+            store_in_fp8(module, dtype)
+
+    def _apply_loras(self, expert: str, module) -> None:
+        from wanctl.core.models import lora
+
+        trace.event("lora", component=expert, count=len(self._loras_of(expert)), fused=self.options.lora_fused)
+        lora.apply(module, self._lora_matches(expert, module), fused=self.options.lora_fused)
 
     def compute_device(self, component: str) -> str:
         """The device a component computes on (inputs go there), whatever the offload mode."""
@@ -314,7 +440,12 @@ def open_bundle(
     options: LoadOptions | None = None,
 ) -> ModelBundle:
     spec = resolve_model(value, family=family, recorded=recorded, notice=notice)
-    return ModelBundle(spec=spec, options=options or LoadOptions())
+    bundle = ModelBundle(spec=spec, options=options or LoadOptions())
+    bundle.check_loras(notice)
+    from wanctl.core.models.quantized import check_weights_dtype
+
+    check_weights_dtype(spec.layout, bundle.options.weights_dtype)  # headers only: before anything loads
+    return bundle
 
 
 # --------------------------------------------------------------------------- verification

@@ -69,6 +69,12 @@ class ModelLayout(ABC):
         floating weights in ``dtype`` (a torch dtype; None: float32) as the library's own
         ``from_pretrained`` would keep them; the tokenizer ignores ``dtype``."""
 
+    def weight_format(self, component: str) -> str | None:
+        """How a component's weight files store it, for the artifact metadata: "gguf Q8_0",
+        "fp8_scaled (float8_e4m3fn)", "fp8_e4m3fn", "bf16"... (headers only); None when the
+        layout does not say (its library's own files)."""
+        return None
+
     @abstractmethod
     def verify(self) -> list[dict]:
         """Check every component without loading it: one row per component,

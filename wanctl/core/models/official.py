@@ -11,7 +11,9 @@ Official folders::
       models_t5_umt5-xxl-enc-bf16.pth             google/umt5-xxl/ (tokenizer)
       google/umt5-xxl/ (tokenizer)
 
-ComfyUI "repackaged" files are single ``.safetensors``: a DiT, a VAE and a text encoder.
+ComfyUI "repackaged" files are single ``.safetensors``: a DiT, a VAE and a text encoder. The DiT
+may also be a ComfyUI full checkpoint (its DiT part is used), an ``fp8_scaled`` or plain fp8 file,
+or a GGUF file (:mod:`quantized`).
 
 The layout holds paths only (:mod:`official_detect` finds them). A component's config comes
 from the checkpoint's tensor shapes (:mod:`official_configs`); loading builds the module with
@@ -31,7 +33,16 @@ from wanctl.core.errors import model_error as _err
 from wanctl.core.families import FamilySpec
 from wanctl.core.models.layout import COMPONENTS, ModelLayout
 from wanctl.core.models.official_configs import infer_dit_config, infer_umt5_config, infer_vae_config
-from wanctl.core.models.official_keys import convert_dit_state_dict, convert_t5_state_dict, map_dit_key, map_t5_key, strip_dit_prefix, vae_key_map
+from wanctl.core.models.official_keys import (
+    convert_dit_state_dict,
+    convert_t5_state_dict,
+    is_scaled_fp8,
+    map_dit_key,
+    map_t5_key,
+    strip_dit_prefix,
+    vae_key_map,
+    weight_keys,
+)
 from wanctl.core.models.weights import Checkpoint
 
 # File names in the official repos (wan/configs/*.py: vae_checkpoint, t5_checkpoint, t5_tokenizer)
@@ -42,12 +53,13 @@ EXPERT_DIRS = {"transformer": "high_noise_model", "transformer_2": "low_noise_mo
 
 
 def mapped_dit_shapes(files: Iterable[Path]) -> dict[str, tuple[int, ...]]:
-    """diffusers names -> shapes of a (possibly sharded, possibly prefixed) official DiT."""
+    """diffusers names -> shapes of a (possibly sharded, possibly prefixed) official DiT: weights
+    only (no fp8_scaled marker or scales), logical shapes for GGUF, a full checkpoint's DiT part."""
     shapes: dict = {}
     for f in files:
         raw = Checkpoint(f).shapes()
         prefix, keys = strip_dit_prefix(raw)
-        shapes.update({map_dit_key(k, str(f)): raw[prefix + k] for k in keys})
+        shapes.update({map_dit_key(k, str(f)): raw[prefix + k] for k in weight_keys(keys)})
     return shapes
 
 
@@ -75,6 +87,7 @@ class OfficialLayout(ModelLayout):
     overrides: dict[str, dict] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     _configs: dict[str, dict] = field(default_factory=dict, repr=False)
+    _formats: dict[str, str | None] = field(default_factory=dict, repr=False)
 
     def model_index(self) -> dict:
         """model_index.json as the diffusers conversion of this family has it."""
@@ -145,6 +158,17 @@ class OfficialLayout(ModelLayout):
     def fingerprint_config(self, component: str) -> dict | None:
         return self.config(component)
 
+    def weight_format(self, component: str) -> str | None:
+        """gguf Q8_0 / fp8_scaled (float8_e4m3fn) / fp8_e4m3fn / bf16... of an expert's or the
+        text encoder's files."""
+        if component not in ("transformer", "transformer_2", "text_encoder") or not self.has(component):
+            return None
+        if component not in self._formats:
+            from wanctl.core.models.quantized import weight_format
+
+            self._formats[component] = weight_format(self.files(component))
+        return self._formats[component]
+
     def _shapes(self, component: str) -> dict[str, tuple[int, ...]]:
         """Mapped (diffusers / transformers) names -> shapes, without reading tensor data."""
         if component in ("transformer", "transformer_2"):
@@ -154,7 +178,9 @@ class OfficialLayout(ModelLayout):
             _, mapping = vae_key_map(ck.shapes(), str(ck.path))
             return {mapping[k]: s for k, s in ck.shapes().items()}
         out = {}
-        for k, s in ck.shapes().items():
+        shapes = ck.shapes()
+        for k in weight_keys(shapes):  # an fp8_scaled encoder: its marker and scales are no weights
+            s = shapes[k]
             new = map_t5_key(k, str(ck.path))
             if new is not None:
                 out["shared.weight" if new == "encoder.embed_tokens.weight" else new] = s
@@ -191,14 +217,24 @@ class OfficialLayout(ModelLayout):
         files = self.files(component)
         if component in ("transformer", "transformer_2"):
             source = str(files[0].parent) if len(files) > 1 else str(files[0])
+            if files[0].suffix.lower() == ".gguf":
+                from wanctl.core.models.quantized import load_gguf_dit
+
+                return load_gguf_dit(files[0], self.config(component), dt, source)
             return assign(model, _dit_batches(files), dt, source)
         ck = Checkpoint(files[0])
         if component == "vae":
             _, mapping = vae_key_map(ck.shapes(), str(ck.path))
             batch = {mapping[k]: t for k, t in ck.tensors()}
             return assign(model, iter([batch]), dt, str(ck.path))
-        batch = convert_t5_state_dict(dict(ck.tensors()), str(ck.path))
-        return assign(model, iter([batch]), dt, str(ck.path), tied={"encoder.embed_tokens.weight": "shared.weight"})
+        sd = dict(ck.tensors())
+        if is_scaled_fp8(sd):  # ComfyUI's umt5_xxl_fp8_e4m3fn_scaled: dequantized block by block
+            from wanctl.core.models.quantized import dequantize_scaled_fp8
+
+            batches = (convert_t5_state_dict(b, str(ck.path)) for b in dequantize_scaled_fp8(sd, str(ck.path)))
+        else:
+            batches = iter([convert_t5_state_dict(sd, str(ck.path))])
+        return assign(model, batches, dt, str(ck.path), tied={"encoder.embed_tokens.weight": "shared.weight"})
 
     def verify(self) -> list[dict]:
         """Check every component's weight names and shapes against its config (no tensor data read)."""
@@ -229,6 +265,8 @@ class OfficialLayout(ModelLayout):
                         raise _err("; ".join(parts))
                     n = sum(math.prod(s) for s in have.values())
                     row["detail"] = f"{len(self.files(comp))} file(s), {len(have)} tensors ({n / 1e6:.1f}M values) match the config"
+                    if self.weight_format(comp):
+                        row["detail"] += f" ({self.weight_format(comp)})"
             except ModelError as e:
                 row.update(status="error", detail=e.message)
             rows.append(row)
@@ -236,6 +274,17 @@ class OfficialLayout(ModelLayout):
 
 
 def _dit_batches(files: list[Path]) -> Iterator[dict]:
-    """One dict of diffusers-named tensors per DiT shard."""
+    """Dicts of diffusers-named tensors: one per DiT shard, or one per block of an fp8_scaled file
+    (dequantized, :mod:`quantized`). A full checkpoint's other parts are never read."""
+    from wanctl.core.models.quantized import dequantize_scaled_fp8
+
     for f in files:
-        yield convert_dit_state_dict(dict(Checkpoint(f).tensors()), str(f))
+        ck = Checkpoint(f)
+        prefix, keys = strip_dit_prefix(ck.shapes())
+        whole = len(keys) == len(ck.shapes())  # else a full checkpoint: its DiT part only is read
+        sd = {k[len(prefix):]: t for k, t in (ck.tensors() if whole else ck.tensors([prefix + k for k in keys]))}
+        if is_scaled_fp8(sd):
+            for batch in dequantize_scaled_fp8(sd, str(f)):
+                yield convert_dit_state_dict(batch, str(f))
+        else:
+            yield convert_dit_state_dict(sd, str(f))

@@ -1,7 +1,8 @@
 """Which official Wan2.2 layout a path is: an official release folder, a ComfyUI single DiT file
-(with the other parts given separately), or a JSON model description naming such files.
+(``.safetensors`` in bf16/fp16/fp32, fp8_scaled or plain fp8, a ComfyUI full checkpoint, or a
+``.gguf``; the other parts given separately), or a JSON model description naming such files.
 
-Detection reads configs and safetensors headers only, and returns an
+Detection reads configs and file headers only (safetensors, GGUF), and returns an
 :class:`~wanctl.core.models.official.OfficialLayout`, or None when the path is none of these.
 """
 
@@ -17,7 +18,7 @@ from wanctl.core.files import read_json
 from wanctl.core.models.diffusers_layout import weight_files
 from wanctl.core.models.official import EXPERT_DIRS, T5_FILE, TOKENIZER_DIR, VAE_FILES, OfficialLayout
 from wanctl.core.models.official_configs import need_weight
-from wanctl.core.models.official_keys import map_dit_key, strip_dit_prefix
+from wanctl.core.models.official_keys import map_dit_key, other_parts, strip_dit_prefix, weight_keys
 from wanctl.core.models.weights import Checkpoint
 
 _OFFICIAL = "official model folder"  # how read_json names an official folder in its errors
@@ -105,7 +106,7 @@ def _dit_file_info(f: Path) -> tuple[dict, int, int] | None:
     prefix, keys = strip_dit_prefix(raw)
     if "patch_embedding.weight" not in keys:
         return None
-    shapes = {map_dit_key(k, str(f)): raw[prefix + k] for k in keys}
+    shapes = {map_dit_key(k, str(f)): raw[prefix + k] for k in weight_keys(keys)}
     _, in_ch, *patch = shapes["patch_embedding.weight"]
     out_ch = need_weight(shapes, "proj_out.weight", str(f))[0] // math.prod(patch)
     return shapes, in_ch, out_ch
@@ -133,11 +134,18 @@ def _expert_rank(f: Path) -> int | None:
     return None
 
 
+def _full_checkpoint_note(f: Path) -> str | None:
+    """The notice for a ComfyUI full checkpoint (DiT + VAE + text encoders in one file)."""
+    n, parts = other_parts(Checkpoint(f).shapes())
+    if not n:
+        return None
+    return (f"{f.name} is a full checkpoint: using its DiT (model.diffusion_model.*) only, as ComfyUI's diffusion "
+            f"model loader does; {n} other tensor(s) ({', '.join(parts)}) ignored: give the VAE and text encoder files separately")
+
+
 def _detect_file(p: Path, transformer_2: Path | None) -> OfficialLayout | None:
     suffix = p.suffix.lower()
-    if suffix == ".gguf":
-        raise _err(f"{p}: GGUF checkpoints are not supported; use the safetensors file")
-    if suffix != ".safetensors":
+    if suffix not in (".safetensors", ".gguf"):
         if suffix in (".pth", ".pt", ".bin", ".ckpt"):
             _not_a_dit(p)
         return None
@@ -148,7 +156,7 @@ def _detect_file(p: Path, transformer_2: Path | None) -> OfficialLayout | None:
     _, in_ch, out_ch = info
     experts = 2 if out_ch == 16 else 1
     fam = _family_from_channels(in_ch, out_ch, experts, str(p))
-    notes: list[str] = []
+    notes: list[str] = [n for n in (_full_checkpoint_note(p),) if n]
     first, second = (p,), ()
     if transformer_2 is not None:
         if experts == 1:
@@ -160,6 +168,7 @@ def _detect_file(p: Path, transformer_2: Path | None) -> OfficialLayout | None:
         if (info2[1], info2[2]) != (in_ch, out_ch):
             raise _err(f"{transformer_2}: the experts disagree (in_dim {info2[1]} vs {in_ch})")
         second = (transformer_2,)
+        notes += [n for n in (_full_checkpoint_note(transformer_2),) if n]
         if (_expert_rank(p), _expert_rank(transformer_2)) == (1, 0):
             first, second = second, first
             notes.append(f"{p.name} is the low-noise expert by its name: used as transformer_2")
@@ -190,10 +199,10 @@ def detect_official(
 
     Returns None when ``path`` is neither (a diffusers folder, an unrelated file or folder), so the
     caller can try the diffusers layout. Raises :class:`ModelError` when it is one but unusable
-    (a Wan2.1 model, an incomplete A14B folder, a quantized file...). ``vae`` / ``text_encoder`` /
+    (a Wan2.1 model, an incomplete A14B folder, an unreadable file...). ``vae`` / ``text_encoder`` /
     ``tokenizer`` / ``transformer_2`` give separate files (they replace what a folder holds);
     ``overrides`` gives per-component config values the weights cannot tell. Reads only configs
-    and safetensors headers.
+    and file headers.
     """
     p = Path(path).expanduser()
     if not p.exists():
@@ -211,6 +220,8 @@ def detect_official(
         return None
     for attr, value, what in (("vae", vae, "VAE file"), ("text_encoder", text_encoder, "text encoder file"), ("tokenizer", tokenizer, "tokenizer folder")):
         q = _existing(value, what)
+        if q is not None and q.suffix.lower() == ".gguf":
+            raise _err(f"{what} {q}: GGUF is read for the DiT only; give this part as .safetensors or .pth")
         if q is not None:
             setattr(layout, attr, q)
     if layout.tokenizer is not None and not layout.tokenizer.is_dir():

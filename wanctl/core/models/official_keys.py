@@ -19,6 +19,10 @@ from wanctl.core.errors import model_error as _err
 _DIT_PREFIXES = ("model.diffusion_model.", "diffusion_model.")
 # name fragments of quantized checkpoints (fp8 scaled weights, ComfyUI quantization)
 _QUANT_MARKERS = ("scaled_fp8", ".scale_weight", ".scale_input", ".weight_scale", ".input_scale", ".comfy_quant")
+# ComfyUI fp8_scaled files: an empty marker tensor (its dtype names the fp8 type) and, per
+# linear layer, ``<layer>.scale_weight`` (optionally ``<layer>.scale_input``); see quantized.py
+SCALED_FP8 = "scaled_fp8"
+_SCALE_SUFFIXES = (".scale_weight", ".scale_input")
 
 # --------------------------------------------------------------------------- DiT keys
 
@@ -56,7 +60,7 @@ _DIT_BLOCK_RE = re.compile(r"^blocks\.(\d+)\.(.+)\.(weight|bias)$")
 
 def _dit_hint(key: str) -> str:
     if any(m in key for m in _QUANT_MARKERS):
-        return " (a quantized checkpoint: use the fp16/bf16 file)"
+        return " (a quantized checkpoint in a format wanctl does not read; it reads GGUF, fp8_scaled and plain fp8 DiT files)"
     if "img_emb" in key or "k_img" in key or "v_img" in key:
         return " (a CLIP image branch: Wan2.1 I2V/FLF2V, not a Wan2.2 model)"
     if "vace" in key or "before_proj" in key or "after_proj" in key:
@@ -69,12 +73,44 @@ def _dit_hint(key: str) -> str:
 
 
 def strip_dit_prefix(keys: Iterable[str]) -> tuple[str, list[str]]:
-    """The common ComfyUI prefix of a DiT checkpoint's keys ('' if none) and the stripped keys."""
+    """The common ComfyUI prefix of a DiT checkpoint's keys ('' if none) and the stripped keys.
+
+    A ComfyUI full checkpoint holds the DiT under ``model.diffusion_model.`` next to other parts
+    (``vae.``, ``text_encoders.``...): as ComfyUI's diffusion-model loader does, only its DiT keys
+    are returned (:func:`other_parts` names what is left out)."""
     keys = list(keys)
     for prefix in _DIT_PREFIXES:
         if keys and all(k.startswith(prefix) for k in keys):
             return prefix, [k[len(prefix):] for k in keys]
+    full = _DIT_PREFIXES[0]
+    dit = [k[len(full):] for k in keys if k.startswith(full)]
+    if dit:
+        return full, dit
     return "", keys
+
+
+def other_parts(keys: Iterable[str]) -> tuple[int, list[str]]:
+    """(count, top-level names) of the keys :func:`strip_dit_prefix` leaves out (a full checkpoint's
+    VAE, text encoders...); (0, []) for a DiT-only file."""
+    keys = list(keys)
+    prefix, dit = strip_dit_prefix(keys)
+    rest = [k for k in keys if not k.startswith(prefix)] if prefix and len(dit) < len(keys) else []
+    return len(rest), sorted({k.split(".")[0] for k in rest})
+
+
+def is_scaled_fp8(keys: Iterable[str]) -> bool:
+    """Whether (stripped) keys are a ComfyUI fp8_scaled checkpoint: its marker tensor is there."""
+    return SCALED_FP8 in set(keys)
+
+
+def weight_keys(keys: Iterable[str]) -> list[str]:
+    """(Stripped) DiT or umT5 keys without the fp8_scaled marker and scales, only when the marker
+    is there: scales without it are an unknown format, refused by :func:`map_dit_key` /
+    :func:`map_t5_key`."""
+    keys = list(keys)
+    if not is_scaled_fp8(keys):
+        return keys
+    return [k for k in keys if k != SCALED_FP8 and not k.endswith(_SCALE_SUFFIXES)]
 
 
 def map_dit_key(key: str, source: str = "DiT checkpoint") -> str:
@@ -94,7 +130,8 @@ def map_dit_key(key: str, source: str = "DiT checkpoint") -> str:
 
 
 def convert_dit_state_dict(sd: dict, source: str = "DiT checkpoint") -> dict:
-    """Official (optionally ``model.diffusion_model.``-prefixed) DiT state dict -> diffusers names."""
+    """Official (optionally ``model.diffusion_model.``-prefixed) DiT state dict -> diffusers names
+    (a full checkpoint: its DiT part only)."""
     prefix, keys = strip_dit_prefix(sd)
     return {map_dit_key(k, source): sd[prefix + k] for k in keys}
 

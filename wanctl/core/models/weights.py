@@ -1,9 +1,10 @@
 """Weight files read safely, and modules filled from them without a second copy in memory.
 
-* :class:`Checkpoint`: one ``.safetensors`` file or torch pickle. Shapes come without reading
-  tensor data (the safetensors header; a memory-mapped pickle). Pickles are only ever read with
+* :class:`Checkpoint`: one ``.safetensors`` file, torch pickle or ``.gguf`` file. Shapes and
+  dtypes come without reading tensor data (the safetensors header; a memory-mapped pickle; the
+  GGUF header, read with the ``gguf`` package). Pickles are only ever read with
   ``torch.load(..., weights_only=True, map_location="cpu")``: an arbitrary pickle is refused,
-  never run.
+  never run. GGUF tensors are read by diffusers' GGUF loader (:mod:`quantized`), not here.
 * :func:`build_empty` builds a diffusers / transformers module with empty (meta) weights from
   its config; :func:`assign` fills it shard by shard, checking every name and shape, with the
   dtype rules of the libraries' own ``from_pretrained``.
@@ -22,17 +23,41 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 class Checkpoint:
-    """One weight file. ``shapes()`` reads no tensor data (safetensors header; memory-mapped pickle);
-    ``tensors()`` yields (key, tensor) once. Pickles: torch.load(weights_only=True) only."""
+    """One weight file. ``shapes()`` / ``dtypes()`` read no tensor data (safetensors header;
+    memory-mapped pickle; GGUF header); ``tensors()`` yields (key, tensor) once (not for GGUF).
+    Pickles: torch.load(weights_only=True) only."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
         self._sd: dict | None = None
         self._shapes: dict | None = None
+        self._dtypes: dict | None = None
 
     @property
     def is_safetensors(self) -> bool:
         return self.path.suffix.lower() == ".safetensors"
+
+    @property
+    def is_gguf(self) -> bool:
+        return self.path.suffix.lower() == ".gguf"
+
+    def _read_gguf(self) -> None:
+        """Logical (torch-order) shapes and GGML type names from a GGUF header (data stays mapped)."""
+        try:
+            from gguf import GGUFReader
+        except ImportError:
+            raise _err(f"{self.path}: reading GGUF files needs the gguf package (pip install gguf)") from None
+        try:
+            reader = GGUFReader(str(self.path))
+            # GGUF stores dimensions innermost first; torch shapes are the reverse
+            shapes = {t.name: tuple(int(d) for d in reversed(t.shape.tolist())) for t in reader.tensors}
+            dtypes = {t.name: t.tensor_type.name for t in reader.tensors}
+        except Exception as e:  # the reader raises ValueError, struct / numpy errors on bad files
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise _err(f"{self.path}: not a readable GGUF file: {first}") from None
+        if not shapes:
+            raise _err(f"{self.path}: a GGUF file without tensors")
+        self._shapes, self._dtypes = shapes, dtypes
 
     def _torch_load(self) -> dict:
         if self._sd is None:
@@ -62,37 +87,56 @@ class Checkpoint:
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
         if self._shapes is None:
-            if self.is_safetensors:
+            if self.is_gguf:
+                self._read_gguf()
+            elif self.is_safetensors:
                 from safetensors import safe_open
 
                 try:
                     with safe_open(str(self.path), framework="pt") as f:
-                        shapes, dtypes = {}, set()
+                        shapes, dtypes = {}, {}
                         for k in f.keys():
                             sl = f.get_slice(k)
                             shapes[k] = tuple(sl.get_shape())
-                            dtypes.add(sl.get_dtype())
+                            dtypes[k] = sl.get_dtype()
                 except Exception as e:  # safetensors raises its own error types
                     raise _err(f"{self.path}: not a readable safetensors file: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-                if any(d.startswith("F8") for d in dtypes):
-                    raise _err(f"{self.path}: fp8 (quantized) weights are not supported; use the fp16/bf16 file")
-                self._shapes = shapes
+                self._shapes, self._dtypes = shapes, dtypes
             else:
-                self._shapes = {k: tuple(v.shape) for k, v in self._torch_load().items()}
+                sd = self._torch_load()
+                self._shapes = {k: tuple(v.shape) for k, v in sd.items()}
+                self._dtypes = {k: _DTYPE_NAMES.get(str(v.dtype), str(v.dtype)) for k, v in sd.items()}
         return self._shapes
 
-    def tensors(self) -> Iterator[tuple[str, "torch.Tensor"]]:
+    def dtypes(self) -> dict[str, str]:
+        """Tensor dtypes as the file names them: safetensors names ("BF16", "F8_E4M3"...) for
+        safetensors and pickles, GGML type names ("Q8_0", "BF16", "F32"...) for GGUF."""
+        self.shapes()
+        return dict(self._dtypes or {})
+
+    def tensors(self, keys=None) -> Iterator[tuple[str, "torch.Tensor"]]:
+        """(key, tensor) pairs, all or only ``keys`` (a full checkpoint's DiT: the rest is never read)."""
+        if self.is_gguf:
+            raise ValueError("GGUF tensors are read by diffusers' GGUF loader")
+        wanted = None if keys is None else set(keys)
         if self.is_safetensors:
             from safetensors import safe_open
 
             with safe_open(str(self.path), framework="pt") as f:
                 for k in f.keys():
-                    yield k, f.get_tensor(k)
+                    if wanted is None or k in wanted:
+                        yield k, f.get_tensor(k)
         else:
             sd = self._torch_load()
             for k in list(sd):
-                yield k, sd[k]
+                if wanted is None or k in wanted:
+                    yield k, sd[k]
             self._sd = None  # drop the mapping so loaded tensors are owned by the model only
+
+
+# torch dtype -> the safetensors name of it (so pickles report dtypes like safetensors files)
+_DTYPE_NAMES = {"torch.float32": "F32", "torch.float16": "F16", "torch.bfloat16": "BF16", "torch.float64": "F64",
+                "torch.float8_e4m3fn": "F8_E4M3", "torch.float8_e5m2": "F8_E5M2"}
 
 
 def torch_dtype(dtype) -> "torch.dtype":
