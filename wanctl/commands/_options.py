@@ -13,7 +13,7 @@ ModelOpt = Annotated[
     typer.Option(
         "--model",
         "-m",
-        help="Model: a diffusers-layout or official Wan2.2 folder, a ComfyUI DiT file, a JSON model description, or a built-in name (see `wanctl model list`). Default: $WANCTL_MODEL.",
+        help="Model: a diffusers-layout or official Wan2.2 folder, a ComfyUI DiT file (.safetensors, fp8_scaled or .gguf), a JSON model description, or a built-in name (see `wanctl model list`). Default: $WANCTL_MODEL.",
         show_default=False,
     ),
 ]
@@ -31,6 +31,10 @@ DtypeOpt = Annotated[str, typer.Option("--dtype", help="DiT and text-encoder pre
 VaeDtypeOpt = Annotated[str, typer.Option("--vae-dtype", help="VAE precision: fp32 (default), bf16 or fp16.")]
 
 
+# quantized weights (wanctl/core/models/quantized.py); GGUF / fp8_scaled files are recognised by --model itself
+WeightsDtypeOpt = Annotated[str, typer.Option("--weights-dtype", help="DiT weight storage: auto (the --dtype; fp8 and fp8_scaled files are dequantized to it) or fp8 (layer weights kept in float8_e4m3fn, each layer upcast to --dtype for its forward: about half the DiT memory of bf16, weights rounded to fp8; not for GGUF files, already quantized).")]
+
+
 VaeTilingOpt = Annotated[
     bool, typer.Option("--vae-tiling", help="Encode/decode in overlapping spatial tiles to save memory at large sizes.")
 ]
@@ -42,11 +46,30 @@ ForceOpt = Annotated[bool, typer.Option("--force", "-f", help="Overwrite existin
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object per output artifact on stdout.")]
 
 
+# LoRAs on the DiT (wanctl/core/models/lora.py), on every command that runs it
+LORA = "LoRA"
+LoraOpt = Annotated[Optional[list[str]], typer.Option("--lora", metavar="FILE[:STRENGTH]", rich_help_panel=LORA, show_default=False, help="Apply a LoRA (.safetensors: diffusers/PEFT, ComfyUI/lightx2v/Lightning diffusion_model.*, or musubi/kohya lora_unet_* keys) to every expert, at STRENGTH (default 1.0); repeatable.")]
+
+
+LoraHighOpt = Annotated[Optional[list[str]], typer.Option("--lora-high", metavar="FILE[:STRENGTH]", rich_help_panel=LORA, show_default=False, help="A LoRA for the high-noise expert only (transformer; on ti2v-5b, its one expert); repeatable.")]
+
+
+LoraLowOpt = Annotated[Optional[list[str]], typer.Option("--lora-low", metavar="FILE[:STRENGTH]", rich_help_panel=LORA, show_default=False, help="A LoRA for the low-noise expert only (A14B: transformer_2); repeatable.")]
+
+
+LoraUnfusedOpt = Annotated[bool, typer.Option("--lora-unfused", rich_help_panel=LORA, help="Keep the LoRAs' low-rank pairs as PEFT adapters instead of fusing them into the weights (same result, a small cost per step; .diff deltas are always merged). Needed for GGUF experts.")]
+
+
 def load_options(device: str | None, dtype: str = "bf16", vae_dtype: str = "fp32", vae_tiling: bool = False,
-                 no_cache: bool = False, offload: str = "none", text_encoder_device: str | None = None):
+                 no_cache: bool = False, offload: str = "none", text_encoder_device: str | None = None,
+                 lora: list[str] | None = None, lora_high: list[str] | None = None, lora_low: list[str] | None = None,
+                 lora_unfused: bool = False, weights_dtype: str = "auto"):
     from wanctl.core.env import default_device
     from wanctl.core.errors import BadInputError
     from wanctl.core.models.bundle import OFFLOAD_MODES, LoadOptions, parse_dtype
+    from wanctl.core.models.lora import parse_specs
+
+    loras = parse_specs(lora, lora_high, lora_low)  # files checked (header only) before any model loads
 
     if str(parse_dtype(dtype)) == "torch.float16":
         from wanctl.commands._report import warn
@@ -55,12 +78,19 @@ def load_options(device: str | None, dtype: str = "bf16", vae_dtype: str = "fp32
     parse_dtype(vae_dtype)
     if offload not in OFFLOAD_MODES:
         raise BadInputError(f"unknown --offload {offload!r}; use one of {', '.join(OFFLOAD_MODES)}")
+    from wanctl.core.models.quantized import WEIGHTS_DTYPES
+
+    if weights_dtype not in WEIGHTS_DTYPES:
+        raise BadInputError(f"unknown --weights-dtype {weights_dtype!r}; use one of {', '.join(WEIGHTS_DTYPES)}")
     dev = device or default_device()
     _check_device(dev)
+    if weights_dtype == "fp8" and dev.startswith("mps"):
+        raise BadInputError("--weights-dtype fp8: MPS has no float8 tensors; use --weights-dtype auto")
     if text_encoder_device:
         _check_device(text_encoder_device)
     return LoadOptions(device=dev, dtype=dtype, vae_dtype=vae_dtype, vae_tiling=vae_tiling, cache=not no_cache,
-                       offload=offload, text_encoder_device=text_encoder_device)
+                       offload=offload, text_encoder_device=text_encoder_device, loras=loras,
+                       lora_fused=not lora_unfused, weights_dtype=weights_dtype)
 
 
 def _check_device(dev: str) -> None:
@@ -74,6 +104,16 @@ def _check_device(dev: str) -> None:
         raise BadInputError(f"unknown device {dev!r}") from None
     if d.type == "cuda" and not torch.cuda.is_available():
         raise BadInputError(f"device {dev} requested but CUDA is not available (use --device cpu)")
+
+
+BackgroundOpt = Annotated[str, typer.Option("--background", help="Colour that transparent pixels of the input images are composited on: a name (black, white, grey...), #rrggbb or r,g,b.")]
+
+
+def parse_background(value: str) -> tuple[int, int, int]:
+    """--background -> (r, g, b); a bad colour is exit 3, before anything loads."""
+    from wanctl.core.io.media import parse_color
+
+    return parse_color(value)
 
 
 def parse_size(value: str | None) -> tuple[int, int] | None:
@@ -104,6 +144,18 @@ ShiftOpt = Annotated[Optional[float], typer.Option("--shift", rich_help_panel=SA
 
 
 GridOpt = Annotated[Optional[str], typer.Option("--grid", rich_help_panel=SAMPLING, show_default=False, help="Noise grid: official (the official UniPC grid; the default, except that a noise artifact keeps its own), diffusers (the stock pipelines' grid) or dpm (official dpm++ grid, starts at s = 1).")]
+
+
+PresetOpt = Annotated[Optional[str], typer.Option("--preset", rich_help_panel=SAMPLING, show_default=False, help="A sampling recipe: lightning (4 Euler steps on the distilled grid 1, 0.9375, 0.8333, 0.625 without CFG, for Wan2.2-Lightning / lightx2v models and LoRAs). Fills in --sigmas, --solver and --guidance unless given; takes no --steps/--shift/--grid.")]
+
+
+def sampling_options(preset: str | None, *, steps=None, shift=None, grid=None, sigmas: str | None = None,
+                     solver=None, guidance=None, guidance_low=None):
+    """The sampling options as given, with the ``--preset`` recipe filling in the rest."""
+    from wanctl.core.sampling.recipes import SamplingOptions, apply_recipe
+
+    return apply_recipe(preset, SamplingOptions(steps=steps, shift=shift, grid=grid, sigmas=parse_sigmas(sigmas),
+                                                solver=solver, guidance=guidance, guidance_low=guidance_low))
 
 
 SigmasOpt = Annotated[Optional[str], typer.Option("--sigmas", rich_help_panel=SAMPLING, show_default=False, help="An exact list of noise levels, e.g. 1.0,0.9375,0.8333,0.625 (a final 0 is appended); replaces --steps/--shift/--grid.")]

@@ -64,7 +64,7 @@ def decode(
     check_output_file(output.rstrip("/"), force)
     from wanctl.core.io import comfy
     
-    art = read_input(latent, kinds=("latent", "noise"))
+    art = read_input(latent, kinds=("latent", "noise"), notice=notice)
     comfy.check_model_given(art, model)
     batch = art.latents.shape[0]
     if index is not None and not 0 <= index < batch:

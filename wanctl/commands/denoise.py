@@ -10,6 +10,7 @@ import typer
 
 from wanctl.commands._options import (
     AttentionOpt,
+    BackgroundOpt,
     BatchOpt,
     CacheIntervalOpt,
     CacheThresholdOpt,
@@ -23,19 +24,26 @@ from wanctl.commands._options import (
     GuidanceLowOpt,
     GuidanceOpt,
     JsonOpt,
+    LoraHighOpt,
+    LoraLowOpt,
+    LoraOpt,
+    LoraUnfusedOpt,
     ModelOpt,
     NegativeOpt,
     NoCacheOpt,
     OffloadOpt,
     SeedOpt,
     ShiftOpt,
+    PresetOpt,
     SigmasOpt,
     StepCacheOpt,
     StepsOpt,
     TextEncoderDeviceOpt,
     VaeTilingOpt,
+    WeightsDtypeOpt,
     load_options,
-    parse_sigmas,
+    parse_background,
+    sampling_options,
     parse_size,
     speed_options,
 )
@@ -50,7 +58,12 @@ def denoise(
     first_frame: Annotated[Optional[list[str]], typer.Option("--first-frame", "-i", help="Target first frame (image), repeatable; a folder adds every image in it.")] = None,
     manifest: Annotated[Optional[str], typer.Option("--manifest", help="CSV (header first_frame,prompt,output) or JSONL of targets; paths relative to the manifest. A row that cannot be read fails alone (exit 3 at the end).")] = None,
     allow_outside: Annotated[bool, typer.Option("--allow-outside", help="Let manifest outputs resolve outside the manifest's folder and -o.")] = False,
+    background: BackgroundOpt = "black",
     model: ModelOpt = None,
+    lora: LoraOpt = None,
+    lora_high: LoraHighOpt = None,
+    lora_low: LoraLowOpt = None,
+    lora_unfused: LoraUnfusedOpt = False,
     negative_prompt: NegativeOpt = None,
     guidance: GuidanceOpt = None,
     guidance_low: GuidanceLowOpt = None,
@@ -59,13 +72,17 @@ def denoise(
     shift: ShiftOpt = None,
     grid: GridOpt = None,
     sigmas: SigmasOpt = None,
+    preset: PresetOpt = None,
     seed: SeedOpt = None,
+    init: Annotated[Optional[str], typer.Option("--init", rich_help_panel="Sampling", show_default=False, help="Video-to-video: a clean latent (from `wanctl encode`, or -) noised with seeded noise to --strength and denoised from there (SDEdit). Instead of a noise artifact.")] = None,
+    strength: Annotated[Optional[float], typer.Option("--strength", min=0.0, max=1.0, rich_help_panel="Sampling", show_default=False, help="With --init: how much of the video is redrawn, 0 (the source) .. 1 (a new video from --seed). Default 0.7.")] = None,
     frames: Annotated[Optional[int], typer.Option("--frames", min=1, rich_help_panel="Sampling", show_default=False, help="Without a noise artifact: frame count (4n+1). Default: the family preset.")] = None,
     size: Annotated[Optional[str], typer.Option("--size", rich_help_panel="Sampling", show_default=False, help="Without a noise artifact: WIDTHxHEIGHT. Default: the first frame's size (cropped to the family multiple), else the preset.")] = None,
     batch_size: BatchOpt = 1,
     cfg_batch: CfgBatchOpt = False,
     device: DeviceOpt = None,
     dtype: DtypeOpt = "bf16",
+    weights_dtype: WeightsDtypeOpt = "auto",
     step_cache: StepCacheOpt = "none",
     cache_threshold: CacheThresholdOpt = None,
     cache_interval: CacheIntervalOpt = None,
@@ -81,7 +98,7 @@ def denoise(
 ) -> None:
     """Denoise a noise artifact with a new first frame and prompt (or many), or seeded noise.
 
-    With a noise artifact, its grid is used; --steps/--shift/--grid/--sigmas rebuild it (on the noise's own grid and shift unless given), and the default solver is the one it was inverted with. Without --first-frame, a conditionally inverted noise keeps its source's first frame (regenerate under a new prompt). The noise, the models and each distinct prompt's embedding load once for all targets; a target whose image cannot be read is reported and the others still run (exit 3 at the end). --dry-run prints the run plan of one batch.
+    With a noise artifact, its grid is used; --steps/--shift/--grid/--sigmas rebuild it (on the noise's own grid and shift unless given), and the default solver is the one it was inverted with. Without --first-frame, a conditionally inverted noise keeps its source's first frame (regenerate under a new prompt). The noise, the models and each distinct prompt's embedding load once for all targets; a target whose image cannot be read is reported and the others still run (exit 3 at the end). --init LATENT --strength S is video-to-video (SDEdit): the clean latent noised to level S with seeded noise, then denoised (0 returns the source, 1 is a new video from --seed; i2v-a14b keeps the source's first frame as its condition unless -i is given). --dry-run prints the run plan of one batch.
 
     Examples:
 
@@ -92,9 +109,13 @@ def denoise(
       wanctl denoise noise.safetensors --manifest targets.csv -o edits/
 
       wanctl denoise -i first.png -p "a cat on a beach" --seed 1 --size 832x480 --frames 81 -o out.safetensors
+
+      wanctl denoise --init clip.safetensors --strength 0.6 -p "the same scene as a watercolour" -o v2v.safetensors
     """
     from wanctl.core.errors import BadInputError
+    from wanctl.core.io import comfy
     from wanctl.core.io.artifact import check_output, check_output_file, output_format, read_artifact, write_artifact
+    from wanctl.core.io.inputs import read_input
     from wanctl.core.models.bundle import open_bundle
     from wanctl.core.files import created_folder
     from wanctl.core.workflows import denoise as gen
@@ -104,7 +125,9 @@ def denoise(
         if output is None and not dry_run:
             raise BadInputError("missing -o/--output (or use --dry-run)")
         speed = speed_options(step_cache, cache_threshold, cache_interval, attention, compile)
-        sigma_list = parse_sigmas(sigmas)
+        bg = parse_background(background)
+        so = sampling_options(preset, steps=steps, shift=shift, grid=grid, sigmas=sigmas, solver=solver,
+                              guidance=guidance, guidance_low=guidance_low)
         targets = gen.plan_targets(first_frames=first_frame or [], manifest=manifest, prompt=prompt, output=output or "-",
                                    allow_outside=allow_outside)
         multi = len(targets) > 1
@@ -122,20 +145,28 @@ def denoise(
                     check_output_file(t.output, force)
                 else:
                     check_output(t.output, force)
-        art = read_artifact(noise, kinds=("noise",)) if noise else None
+        art = read_artifact(noise, kinds=("noise",), notice=notice) if noise else None
+        if init is not None and noise is not None:
+            raise BadInputError("--init and a noise artifact are two starting points; give one")
+        init_art = read_input(init, kinds=("latent",), notice=notice) if init is not None else None
+        start = art or init_art
         opts = load_options(device, dtype=dtype, no_cache=no_cache, offload=offload,
-                            text_encoder_device=text_encoder_device, vae_tiling=vae_tiling)
-        bundle = open_bundle(model, family=art.family if art else None, recorded=art.meta.get("model") if art else None,
-                             notice=notice, options=opts)
+                            text_encoder_device=text_encoder_device, vae_tiling=vae_tiling,
+                            lora=lora, lora_high=lora_high, lora_low=lora_low, lora_unfused=lora_unfused,
+                            weights_dtype=weights_dtype)
+        bundle = open_bundle(model, family=start.family if start else None,
+                             recorded=start.meta.get("model") if start else None, notice=notice, options=opts)
+        if init_art is not None:
+            init_art = comfy.to_normalized(init_art, bundle.spec)
         fam = bundle.family
         if fam.conditioning == "text" and any(t.first_frame for t in targets):
             raise BadInputError(f"{fam.name} is text-only: --first-frame needs a ti2v-5b or i2v-a14b model")
-        src = gen.noise_source(bundle, art, seed=seed, frames=frames, size=parse_size(size), steps=steps, shift=shift,
-                               grid=grid, sigmas=sigma_list, warn=warn,
-                               first_image=next((t.first_frame for t in targets if t.first_frame), None))
+        src = gen.noise_source(bundle, art, seed=seed, frames=frames, size=parse_size(size), steps=so.steps,
+                               shift=so.shift, grid=so.grid, sigmas=so.sigmas, init=init_art, strength=strength, warn=warn,
+                               first_images=[t.first_frame for t in targets if t.first_frame])
         default_solver = ((art.meta.get("params") or {}).get("solver") or "unipc") if art is not None else "unipc"
-        solver = solver or default_solver
-        plan = gen.plan_denoise(bundle, src, solver=solver, guidance=guidance, guidance_low=guidance_low,
+        solver = so.solver or default_solver
+        plan = gen.plan_denoise(bundle, src, solver=solver, guidance=so.guidance, guidance_low=so.guidance_low,
                                 negative_prompt=negative_prompt, batch_size=min(batch_size, len(targets)),
                                 cfg_batch=cfg_batch)
         if dry_run:
@@ -143,7 +174,7 @@ def denoise(
             return
         if solver != default_solver and art is not None:
             notice(f"denoising with {solver}; the noise was inverted with {default_solver}")
-        gen.prepare_images(targets, src.width, src.height)
+        gen.prepare_images(targets, src.width, src.height, background=bg)
         for t in targets:
             if t.error:
                 warn(f"{t.label}: {t.error}; skipping it")

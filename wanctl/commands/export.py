@@ -38,7 +38,7 @@ def export(
     if output != "-" and not comfy_io.is_comfy(output):
         raise BadInputError(f"output {output} must end in .latent")
     check_output(output, force) if output == "-" else check_output_file(output, force)
-    art = read_artifact(latent, kinds=("latent", "noise"))
+    art = read_artifact(latent, kinds=("latent", "noise"), notice=notice)
     spec = resolve_model(model, family=art.family, recorded=art.meta.get("model"), notice=notice)
     check_family(art, spec.family.name, where=latent)
     check_vae(art, ModelBundle(spec), latent)  # raw VAE space is only meaningful for the VAE that made it

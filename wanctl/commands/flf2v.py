@@ -9,6 +9,7 @@ import typer
 from wanctl.commands._options import (
     OUTPUT,
     SAMPLING,
+    BackgroundOpt,
     CfgBatchOpt,
     DecodeOpt,
     DeviceOpt,
@@ -19,17 +20,24 @@ from wanctl.commands._options import (
     GuidanceLowOpt,
     GuidanceOpt,
     JsonOpt,
+    LoraHighOpt,
+    LoraLowOpt,
+    LoraOpt,
+    LoraUnfusedOpt,
     ModelOpt,
     NegativeOpt,
     NoCacheOpt,
     OffloadOpt,
     SeedOpt,
+    PresetOpt,
     SigmasOpt,
     StepsOpt,
     TextEncoderDeviceOpt,
     VaeTilingOpt,
+    WeightsDtypeOpt,
     load_options,
-    parse_sigmas,
+    parse_background,
+    sampling_options,
     parse_size,
 )
 from wanctl.commands._report import (
@@ -52,12 +60,18 @@ def flf2v(
     prompt: Annotated[str, typer.Option("--prompt", "-p", help="What happens between the two frames.", show_default=False)],
     output: Annotated[Optional[str], typer.Option("--output", "-o", rich_help_panel=OUTPUT, help="Latent artifact (.safetensors, .zarr, or -).", show_default=False)] = None,
     model: ModelOpt = None,
+    background: BackgroundOpt = "black",
+    lora: LoraOpt = None,
+    lora_high: LoraHighOpt = None,
+    lora_low: LoraLowOpt = None,
+    lora_unfused: LoraUnfusedOpt = False,
     size: Annotated[Optional[str], typer.Option("--size", rich_help_panel=SAMPLING, show_default=False, help="WIDTHxHEIGHT. Default: the first frame's size, cropped to a multiple of 16.")] = None,
     frames: Annotated[Optional[int], typer.Option("--frames", min=1, rich_help_panel=SAMPLING, show_default=False, help="Frame count (4n+1). Default: the model's presets (official 81).")] = None,
     steps: StepsOpt = None,
     shift: Annotated[Optional[float], typer.Option("--shift", rich_help_panel=SAMPLING, show_default=False, help="Flow shift. Default: 16, the FLF2V recipe (the official i2v default is 5).")] = None,
     grid: GridOpt = None,
     sigmas: SigmasOpt = None,
+    preset: PresetOpt = None,
     solver: Annotated[Optional[str], typer.Option("--solver", rich_help_panel=SAMPLING, show_default=False, help="Default: unipc forward-only, euler with --bidirectional (which needs euler or midpoint).")] = None,
     seed: SeedOpt = None,
     noise: Annotated[Optional[str], typer.Option("--noise", rich_help_panel=SAMPLING, show_default=False, help="Start from an inverted source noise (from `wanctl invert`) instead of seeded noise: its grid, frames and size are used; --steps, --shift, --grid or --sigmas rebuild the grid at its level.")] = None,
@@ -71,6 +85,7 @@ def flf2v(
     cfg_batch: CfgBatchOpt = False,
     device: DeviceOpt = None,
     dtype: DtypeOpt = "bf16",
+    weights_dtype: WeightsDtypeOpt = "auto",
     no_cache: NoCacheOpt = False,
     offload: OffloadOpt = "none",
     text_encoder_device: TextEncoderDeviceOpt = None,
@@ -94,6 +109,7 @@ def flf2v(
     """
     from wanctl.core.errors import BadInputError
     from wanctl.core.io import video as vio
+    from wanctl.core.files import together
     from wanctl.core.io.artifact import check_output, check_output_file, read_artifact, write_artifact
     from wanctl.core.io.video import fit_size, load_image
     from wanctl.core.models.bundle import open_bundle
@@ -109,21 +125,31 @@ def flf2v(
         vio.output_kind(decode_to)
         check_output_file(decode_to, force)
     check_bidirectional_options(bidirectional, bidirectional_mode, fusion, reverse_rope)
-    sigma_list = parse_sigmas(sigmas)
-    first, last = load_image(first_frame), load_image(last_frame)  # read once, before any model loads
-    art = read_artifact(noise, kinds=("noise",)) if noise else None
+    so = sampling_options(preset, steps=steps, shift=shift, grid=grid, sigmas=sigmas, solver=solver,
+                          guidance=guidance, guidance_low=guidance_low)
+    bg = parse_background(background)
+    read_notes: list[str] = []
+    # read once, before any model loads
+    first = load_image(first_frame, background=bg, notices=read_notes)
+    last = load_image(last_frame, background=bg, notices=read_notes)
+    for n in read_notes:
+        notice(n)
+    art = read_artifact(noise, kinds=("noise",), notice=notice) if noise else None
     opts = load_options(device, dtype=dtype, no_cache=no_cache, offload=offload,
-                        text_encoder_device=text_encoder_device, vae_tiling=vae_tiling)
+                        text_encoder_device=text_encoder_device, vae_tiling=vae_tiling,
+                        lora=lora, lora_high=lora_high, lora_low=lora_low, lora_unfused=lora_unfused,
+                        weights_dtype=weights_dtype)
     bundle = open_bundle(model, family=art.family if art else "i2v-a14b", recorded=art.meta.get("model") if art else None,
                          notice=notice, options=opts)
     wh = parse_size(size)
     if art is None and wh is None:
         wh = fit_size(first.shape[1], first.shape[0], bundle.family.size_multiple, None)
-    if art is None and shift is None and sigma_list is None:
+    shift = so.shift
+    if art is None and shift is None and so.sigmas is None:
         shift = FLF2V_SHIFT
-    src = noise_source(bundle, art, seed=seed, frames=frames, size=wh if art is None else parse_size(size), steps=steps,
-                       shift=shift, grid=grid, sigmas=sigma_list)
-    plan = plan_flf2v(bundle, src, solver=solver, guidance=guidance, guidance_low=guidance_low,
+    src = noise_source(bundle, art, seed=seed, frames=frames, size=wh if art is None else parse_size(size), steps=so.steps,
+                       shift=shift, grid=so.grid, sigmas=so.sigmas)
+    plan = plan_flf2v(bundle, src, solver=so.solver, guidance=so.guidance, guidance_low=so.guidance_low,
                       negative_prompt=negative_prompt, bidirectional=bidirectional, cfg_batch=cfg_batch)
     if dry_run:
         print_plan(plan, as_json)
@@ -133,10 +159,11 @@ def flf2v(
                                           last=last, prompt=prompt,
                                           mode=bidirectional_mode or "reencode", reverse_rope=reverse_rope, fusion=fusion or "uniform",
                                           progress=advance, notice=notice)
-    write_artifact(output, result, force=force)
-    if decode_to:
-        with progress("decoding", plan.latent_frames, "latent frames") as advance:
-            decode_to_file(bundle, result, decode_to, src.fps, force=force, progress=advance)
+    with together():  # the latent and its video: both or neither
+        write_artifact(output, result, force=force)
+        if decode_to:
+            with progress("decoding", plan.latent_frames, "latent frames") as advance:
+                decode_to_file(bundle, result, decode_to, src.fps, force=force, progress=advance)
     if as_json:
         emit_json({"output": describe_output(output), "kind": "latent", "decoded": decode_to, "forwards": forwards,
                    "bidirectional": bidirectional})

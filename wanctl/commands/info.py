@@ -62,6 +62,9 @@ def _table(s: dict):
         t.add_row("model", f"{m.get('name')} ({m.get('family')}), fingerprint {m.get('fingerprint')}")
         if comps:
             t.add_row("", comps)
+        for lr in m.get("loras") or []:
+            t.add_row("lora", f"{lr.get('path')} at strength {lr.get('strength')} on {', '.join(lr.get('experts') or [])}"
+                              f" (sha256 {str(lr.get('sha256'))[:16]})")
     for k, v in (s.get("params") or {}).items():
         if k == "plan" and isinstance(v, dict) and isinstance(v.get("steps"), list):
             steps = v["steps"]

@@ -13,16 +13,22 @@ from wanctl.commands._options import (
     ForceOpt,
     GridOpt,
     JsonOpt,
+    LoraHighOpt,
+    LoraLowOpt,
+    LoraOpt,
+    LoraUnfusedOpt,
     ModelOpt,
     NoCacheOpt,
     OffloadOpt,
+    PresetOpt,
     ShiftOpt,
     SigmasOpt,
     StepsOpt,
     TextEncoderDeviceOpt,
     VaeTilingOpt,
+    WeightsDtypeOpt,
     load_options,
-    parse_sigmas,
+    sampling_options,
 )
 from wanctl.commands._report import (
     describe_output,
@@ -41,17 +47,23 @@ def invert(
     prompt: Annotated[str, typer.Option("--prompt", "-p", help="Prompt describing the SOURCE video.", show_default=False)],
     output: Annotated[Optional[str], typer.Option("--output", "-o", help="Noise artifact: .safetensors, .zarr, or - for stdout.", show_default=False)] = None,
     model: ModelOpt = None,
+    lora: LoraOpt = None,
+    lora_high: LoraHighOpt = None,
+    lora_low: LoraLowOpt = None,
+    lora_unfused: LoraUnfusedOpt = False,
     steps: StepsOpt = None,
     shift: ShiftOpt = None,
     grid: GridOpt = None,
     sigmas: SigmasOpt = None,
-    solver: Annotated[str, typer.Option("--solver", rich_help_panel="Sampling", help="euler (1 call/step), midpoint (2 calls/step, 2nd order) or fireflow (~1 call/step, 2nd order).")] = "euler",
+    preset: PresetOpt = None,
+    solver: Annotated[Optional[str], typer.Option("--solver", rich_help_panel="Sampling", show_default=False, help="euler (1 call/step; the default), midpoint (2 calls/step, 2nd order) or fireflow (~1 call/step, 2nd order).")] = None,
     refine: Annotated[int, typer.Option("--refine", min=0, rich_help_panel="Sampling", help="Euler only: K fixed-point iterations per step (1+K calls/step) so that an Euler denoise step undoes each inversion step exactly.")] = 0,
     strength: Annotated[float, typer.Option("--strength", rich_help_panel="Sampling", help="Invert only up to this noise level (partial inversion); 1 = all the way.")] = 1.0,
     unconditional: Annotated[bool, typer.Option("--unconditional", help="Invert with text only (no first-frame condition); the default keeps the source's first frame as the condition.")] = False,
     save_trajectory: Annotated[Optional[str], typer.Option("--save-trajectory", help="Also write every step's latent to this artifact (.zarr recommended).")] = None,
     device: DeviceOpt = None,
     dtype: DtypeOpt = "bf16",
+    weights_dtype: WeightsDtypeOpt = "auto",
     no_cache: NoCacheOpt = False,
     offload: OffloadOpt = "none",
     text_encoder_device: TextEncoderDeviceOpt = None,
@@ -77,6 +89,7 @@ def invert(
       wanctl invert clip.safetensors -p "..." --strength 0.7 --save-trajectory traj.zarr -o noise.safetensors
     """
     from wanctl.core.errors import BadInputError
+    from wanctl.core.files import together
     from wanctl.core.io import cache, comfy
     from wanctl.core.io.artifact import check_output, now_iso, write_artifact
     from wanctl.core.io.inputs import read_input
@@ -91,15 +104,17 @@ def invert(
         if output is not None and save_trajectory == output:
             raise BadInputError("--save-trajectory must not be the same file as -o")
         check_output(save_trajectory, force)
-    sigma_list = parse_sigmas(sigmas)
-    art = read_input(latent, kinds=("latent",))
+    so = sampling_options(preset, steps=steps, shift=shift, grid=grid, sigmas=sigmas, solver=solver)
+    art = read_input(latent, kinds=("latent",), notice=notice)
     comfy.check_model_given(art, model)
     opts = load_options(device, dtype=dtype, no_cache=no_cache, offload=offload,
-                        text_encoder_device=text_encoder_device, vae_tiling=vae_tiling)
+                        text_encoder_device=text_encoder_device, vae_tiling=vae_tiling,
+                        lora=lora, lora_high=lora_high, lora_low=lora_low, lora_unfused=lora_unfused,
+                        weights_dtype=weights_dtype)
     bundle = open_bundle(model, family=art.family, recorded=art.meta.get("model"), notice=notice, options=opts)
     art = comfy.to_normalized(art, bundle.spec)
-    plan = plan_invert(bundle, art, steps=steps, shift=shift, grid=grid, sigmas=sigma_list, strength=strength,
-                       solver=solver, refine=refine)
+    plan = plan_invert(bundle, art, steps=so.steps, shift=so.shift, grid=so.grid, sigmas=so.sigmas, strength=strength,
+                       solver=so.solver or "euler", refine=refine)
     if dry_run:
         print_plan(plan, as_json)
         return
@@ -120,13 +135,14 @@ def invert(
         noise, calls, note = res.noise, res.calls, f"{res.calls} model calls"
         if use_cache:
             cache.put("inversions", key, noise)
-        if save_trajectory and res.trajectory is not None:
+    with together():  # the noise and its trajectory: both or neither
+        if save_trajectory and res.trajectory is not None:  # (a cache hit never has a trajectory)
             write_artifact(save_trajectory, res.trajectory, force=force)
-    write_artifact(output, noise, force=force)
+        write_artifact(output, noise, force=force)
     p = noise.meta["params"]
     if as_json:
         emit_json({"output": describe_output(output), "kind": "noise", "noise_level": schedule.s_max, "steps": total,
-                   "solver": solver, "model_calls": calls, "conditioning": p["conditioning"], "cached": calls == 0})
+                   "solver": plan.solver, "model_calls": calls, "conditioning": p["conditioning"], "cached": calls == 0})
     else:
-        info(f"wrote {describe_output(output)}: noise at s = {schedule.s_max:.4f} after {total} {solver} steps "
+        info(f"wrote {describe_output(output)}: noise at s = {schedule.s_max:.4f} after {total} {plan.solver} steps "
              f"({note}, {p['conditioning']} conditioning)")

@@ -66,7 +66,7 @@ def preview(
     if kind not in (".png", ".gif"):
         raise BadInputError(f"output {output} must end in .png (contact sheet) or .gif (animation)")
     check_output_file(output, force)
-    art = read_input(artifact)
+    art = read_input(artifact, notice=notice)
     comfy.check_model_given(art, model)
     spec = resolve_model(model, family=art.family, recorded=art.meta.get("model"), notice=notice)
     art = comfy.to_normalized(art, spec)

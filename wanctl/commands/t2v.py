@@ -23,8 +23,13 @@ from wanctl.commands._options import (
     ForceOpt,
     GridOpt,
     GuidanceLowOpt,
+    PresetOpt,
     GuidanceOpt,
     JsonOpt,
+    LoraHighOpt,
+    LoraLowOpt,
+    LoraOpt,
+    LoraUnfusedOpt,
     ModelOpt,
     NegativeOpt,
     NoCacheOpt,
@@ -36,8 +41,9 @@ from wanctl.commands._options import (
     StepsOpt,
     TextEncoderDeviceOpt,
     VaeTilingOpt,
+    WeightsDtypeOpt,
     load_options,
-    parse_sigmas,
+    sampling_options,
     parse_size,
     speed_options,
     unit_interval,
@@ -58,13 +64,18 @@ def t2v(
     prompt: Annotated[str, typer.Option("--prompt", "-p", help="What the video shows.", show_default=False)],
     output: Annotated[Optional[str], typer.Option("--output", "-o", rich_help_panel=OUTPUT, help="Latent artifact (.safetensors, .zarr, or -).", show_default=False)] = None,
     model: ModelOpt = None,
+    lora: LoraOpt = None,
+    lora_high: LoraHighOpt = None,
+    lora_low: LoraLowOpt = None,
+    lora_unfused: LoraUnfusedOpt = False,
     size: Annotated[Optional[str], typer.Option("--size", rich_help_panel=SAMPLING, show_default=False, help="WIDTHxHEIGHT. Default: the model's presets (official: t2v-a14b 1280x720, ti2v-5b 1280x704; toys 64x64).")] = None,
     frames: Annotated[Optional[int], typer.Option("--frames", min=1, rich_help_panel=SAMPLING, show_default=False, help="Frame count, 4n+1. Default: the model's presets (official 81, ti2v-5b 121; toys 17).")] = None,
     steps: StepsOpt = None,
     shift: ShiftOpt = None,
     grid: GridOpt = None,
     sigmas: SigmasOpt = None,
-    solver: Annotated[str, typer.Option("--solver", rich_help_panel=SAMPLING, help="unipc (official default), euler, midpoint or fireflow.")] = "unipc",
+    preset: PresetOpt = None,
+    solver: Annotated[Optional[str], typer.Option("--solver", rich_help_panel=SAMPLING, show_default=False, help="unipc (official default), euler, midpoint or fireflow. Default: unipc, or the --preset's.")] = None,
     seed: SeedOpt = None,
     guidance: GuidanceOpt = None,
     guidance_low: GuidanceLowOpt = None,
@@ -78,6 +89,7 @@ def t2v(
     cfg_batch: CfgBatchOpt = False,
     device: DeviceOpt = None,
     dtype: DtypeOpt = "bf16",
+    weights_dtype: WeightsDtypeOpt = "auto",
     step_cache: StepCacheOpt = "none",
     cache_threshold: CacheThresholdOpt = None,
     cache_interval: CacheIntervalOpt = None,
@@ -106,6 +118,7 @@ def t2v(
     """
     from wanctl.core.errors import BadInputError
     from wanctl.core.io import video as vio
+    from wanctl.core.files import together
     from wanctl.core.io.artifact import check_output, check_output_file, write_artifact
     from wanctl.core.models.bundle import open_bundle
     from wanctl.core.workflows.encode import decode_to_file
@@ -118,13 +131,17 @@ def t2v(
     if decode_to:
         vio.output_kind(decode_to)
         check_output_file(decode_to, force)
+    so = sampling_options(preset, steps=steps, shift=shift, grid=grid, sigmas=sigmas, solver=solver,
+                          guidance=guidance, guidance_low=guidance_low)
     speed = speed_options(step_cache, cache_threshold, cache_interval, attention, compile)
     opts = load_options(device, dtype=dtype, no_cache=no_cache, offload=offload,
-                        text_encoder_device=text_encoder_device, vae_tiling=vae_tiling)
+                        text_encoder_device=text_encoder_device, vae_tiling=vae_tiling,
+                        lora=lora, lora_high=lora_high, lora_low=lora_low, lora_unfused=lora_unfused,
+                        weights_dtype=weights_dtype)
     bundle = open_bundle(model, notice=notice, options=opts)
-    plan = plan_t2v(bundle, size=parse_size(size), frames=frames, steps=steps, shift=shift, grid=grid,
-                    sigmas=parse_sigmas(sigmas), guidance=guidance, guidance_low=guidance_low, boundary=boundary,
-                    negative_prompt=negative_prompt, solver=solver, half_frame=half_frame, completion=completion,
+    plan = plan_t2v(bundle, size=parse_size(size), frames=frames, steps=so.steps, shift=so.shift, grid=so.grid,
+                    sigmas=so.sigmas, guidance=so.guidance, guidance_low=so.guidance_low, boundary=boundary,
+                    negative_prompt=negative_prompt, solver=so.solver or "unipc", half_frame=half_frame, completion=completion,
                     half_frame_until=half_frame_until, cfg_truncate_steps=cfg_truncate_steps,
                     cfg_truncate_high_noise_steps=cfg_truncate_high_noise_steps, cfg_batch=cfg_batch)
     for n in plan.notes:
@@ -134,10 +151,11 @@ def t2v(
         return
     with progress("generating", plan.num_steps, "steps") as advance:
         art, forwards = generate_t2v(bundle, plan, prompt=prompt, seed=seed or 0, speed=speed, progress=advance, notice=notice)
-    write_artifact(output, art, force=force)
-    if decode_to:
-        with progress("decoding", plan.latent_frames, "latent frames") as advance:
-            decode_to_file(bundle, art, decode_to, bundle.preset.fps, force=force, progress=advance)
+    with together():  # the latent and its video: both or neither
+        write_artifact(output, art, force=force)
+        if decode_to:
+            with progress("decoding", plan.latent_frames, "latent frames") as advance:
+                decode_to_file(bundle, art, decode_to, bundle.preset.fps, force=force, progress=advance)
     if as_json:
         emit_json({"output": describe_output(output), "kind": "latent", "decoded": decode_to, "forwards": forwards,
                    "relative_flops": round(plan.relative_flops, 4)})

@@ -42,6 +42,8 @@ def execute(
     ``on_step(step, x)`` runs after each step with the new state. ``caches`` (from
     ``sampling.acceleration.accelerated``) is told where each segment starts.
     """
+    if not plan.steps:
+        return x
     levels = plan.levels
     finite = _FiniteWatch(plan)
     for start, end in plan.segments():

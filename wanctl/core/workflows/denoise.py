@@ -23,6 +23,8 @@ from wanctl.core.sampling.schedule import Schedule, custom_schedule, make_schedu
 from wanctl.core.sampling.velocity import seeded_noise
 
 if TYPE_CHECKING:  # pragma: no cover
+    from collections.abc import Sequence
+
     import numpy as np
     import torch
 
@@ -112,9 +114,9 @@ def read_manifest(path: str) -> list[dict]:
 
 
 def image_files(folder: str) -> list[str]:
-    from wanctl.core.io.video import IMAGE_EXTS
+    from wanctl.core.io.video import IMAGE_EXTS, frame_files
 
-    files = sorted(str(f) for f in Path(folder).iterdir() if f.suffix.lower() in IMAGE_EXTS)
+    files = [str(f) for f in frame_files(folder)]  # natural order: frame_9 before frame_10
     if not files:
         raise BadInputError(f"{folder}: no images ({', '.join(sorted(IMAGE_EXTS))})")
     return files
@@ -180,15 +182,17 @@ def plan_targets(
     return targets
 
 
-def prepare_images(targets: list[Target], width: int, height: int) -> None:
-    """Load each target's first frame at the video size; record errors instead of raising."""
+def prepare_images(targets: list[Target], width: int, height: int, *, background: tuple[int, int, int] = (0, 0, 0)) -> None:
+    """Load each target's first frame at the video size (as a viewer shows it, transparency
+    composited on ``background``); record errors instead of raising, so that a target whose
+    image cannot be read (or is too large to decode) fails alone."""
     from wanctl.core.io.video import aspect_differs, load_image, resize_crop
 
     for t in targets:
         if not t.first_frame:
             continue
         try:
-            img = load_image(t.first_frame)
+            img = load_image(t.first_frame, background=background, notices=t.notes)
         except BadInputError as e:
             t.error = e.message
             continue
@@ -214,11 +218,25 @@ class NoiseSource:
     fps: float
     artifact: Artifact | None = None
     seed: int | None = None
+    init: Artifact | None = None  # video-to-video: the clean latent noised to the grid's first level
 
     def describe(self) -> dict:
         if self.artifact is not None:
             return {"noise": self.artifact.path or "<stdin>", "noise_sha256": artifact_digest(self.artifact)}
+        if self.init is not None:
+            return {"seed": self.seed, "init": self.init.path or "<stdin>", "init_sha256": artifact_digest(self.init),
+                    "init_strength": self.schedule.strength}
         return {"seed": self.seed}
+
+    def condition_source(self, family) -> tuple[Artifact | None, bool]:
+        """The artifact whose first frame conditions a target given none, and whether it does:
+        a conditionally inverted noise's source; for video-to-video, the init latent's own
+        first frame when the family needs an image (i2v-a14b), else text only."""
+        if self.artifact is not None:
+            return self.artifact, bool((self.artifact.meta.get("params") or {}).get("conditional"))
+        if self.init is not None:
+            return self.init, family.conditioning == "mask-concat" and "first_frame" in self.init.tensors
+        return None, False
 
 
 def noise_schedule(art: Artifact, *, steps: int | None = None, shift: float | None = None, grid: str | None = None,
@@ -279,12 +297,12 @@ def target_condition(bundle: "ModelBundle", src: NoiseSource, target: Target, co
     if target.image is not None:
         cond = build_condition(bundle, frames=src.frames, width=src.width, height=src.height, first=target.image)
         return cond, target.first_frame
-    art = src.artifact
+    art, _ = src.condition_source(bundle.family)
     if art is not None and conditional_noise:
         from wanctl.core.workflows.invert import source_condition
 
-        return source_condition(bundle, art, conditional=True), "noise source"
-    if bundle.family.conditioning == "mask-concat" and art is None:
+        return source_condition(bundle, art, conditional=True), "noise source" if art is src.artifact else "init"
+    if bundle.family.conditioning == "mask-concat" and src.artifact is None:
         raise BadInputError("i2v-a14b needs a first frame (--first-frame)")
     return empty_condition(bundle, src.frames, src.width, src.height), None
 
@@ -317,8 +335,7 @@ def _run_batches(bundle, plan: RunPlan, src: NoiseSource, ok: list[Target], on_r
     negative = plan.negative_prompt
     embeds = encode_prompts(bundle, [t.prompt for t in ok] + ([negative] if negative is not None else []))
     device = bundle.device
-    noise_params = (src.artifact.meta.get("params") or {}) if src.artifact is not None else {}
-    conditional_noise = bool(noise_params.get("conditional"))
+    _, conditional_noise = src.condition_source(bundle.family)
     full = plan
     for start in range(0, len(ok), full.batch):
         batch = ok[start : start + full.batch]
@@ -367,13 +384,17 @@ def _artifact(bundle, plan: RunPlan, src: NoiseSource, t: Target, latents, cond:
     inputs = []
     if src.artifact is not None:
         inputs.append(input_record("noise", src.artifact.path or "<stdin>", artifact_digest(src.artifact)))
+    if src.init is not None:
+        inputs.append(input_record("init", src.init.path or "<stdin>", artifact_digest(src.init)))
     tensors = {"latents": latents}
     if t.first_frame:
         inputs.append(input_record("first_frame", t.first_frame, sha256_file(t.first_frame)))
     if t.image is not None:
         tensors["first_frame"] = torch.from_numpy(np.array(t.image, dtype=np.uint8)).permute(2, 0, 1).unsqueeze(0).contiguous()
-    elif source == "noise source" and "first_frame" in src.artifact.tensors:
-        tensors["first_frame"] = src.artifact.tensors["first_frame"][:1]
+    elif source in ("noise source", "init"):
+        cond_art, _ = src.condition_source(bundle.family)
+        if "first_frame" in cond_art.tensors:
+            tensors["first_frame"] = cond_art.tensors["first_frame"][:1]
     meta = new_meta(
         "latent",
         family=bundle.family.name,
@@ -392,14 +413,25 @@ def _artifact(bundle, plan: RunPlan, src: NoiseSource, t: Target, latents, cond:
 
 def noise_source(bundle: "ModelBundle", art: Artifact | None, *, seed: int | None = None, frames: int | None = None,
                  size: tuple[int, int] | None = None, steps: int | None = None, shift: float | None = None,
-                 grid: str | None = None, sigmas: tuple[float, ...] | None = None, first_image: str | None = None,
-                 warn=None) -> NoiseSource:
+                 grid: str | None = None, sigmas: tuple[float, ...] | None = None, first_images: "Sequence[str]" = (),
+                 init: Artifact | None = None, strength: float | None = None, warn=None) -> NoiseSource:
     """Where a run starts: a noise artifact (its grid, unless --steps/--shift/--grid/--sigmas
-    rebuild it on the noise's own grid and level) or seeded noise of the given or preset size."""
+    rebuild it on the noise's own grid and level) or seeded noise of the given or preset size
+    (default: the size of the first of ``first_images`` that can be read; one that cannot fails
+    its own target later, in :func:`prepare_images`)."""
     from wanctl.core.families import check_frames, check_size
     from wanctl.core.sampling.schedule import schedule_from_options
 
     pre = bundle.preset
+    if strength is not None and init is None:
+        raise BadInputError("--strength applies to video-to-video (--init LATENT)")
+    if init is not None:
+        if art is not None:
+            raise BadInputError("--init and a noise artifact are two starting points; give one")
+        if frames is not None or size is not None:
+            raise BadInputError("--frames/--size apply to seeded noise; the --init latent fixes them")
+        return init_noise(bundle, init, strength=INIT_STRENGTH if strength is None else strength, seed=seed or 0,
+                          steps=steps, shift=shift, grid=grid, sigmas=sigmas)
     if art is not None:
         if frames is not None or size is not None:
             raise BadInputError("--frames/--size apply to seeded noise; a noise artifact fixes them")
@@ -414,16 +446,58 @@ def noise_source(bundle: "ModelBundle", art: Artifact | None, *, seed: int | Non
     check_frames(n_frames)
     wh = size
     if wh is None:
-        if first_image is not None:
-            from wanctl.core.io.video import fit_size, load_image
+        from wanctl.core.io.video import fit_size, probe
 
-            img = load_image(first_image)
-            wh = fit_size(img.shape[1], img.shape[0], fam.size_multiple, None)
+        for path in first_images:
+            try:
+                info = probe(path)  # the size as shown, from the header: nothing decoded
+            except BadInputError:
+                continue
+            wh = fit_size(info.width, info.height, fam.size_multiple, None)
+            break
         else:
             wh = pre.default_size
     check_size(fam, *wh)
     sched = schedule_from_options(pre, steps=steps, shift=shift, grid=grid, sigmas=sigmas)
     return fresh_noise(bundle, seed=seed or 0, frames=n_frames, width=wh[0], height=wh[1], schedule=sched)
+
+
+INIT_STRENGTH = 0.7  # video-to-video default: keeps the layout and motion, redraws the look
+
+
+def init_noise(bundle: "ModelBundle", init: Artifact, *, strength: float, seed: int, steps: int | None = None,
+               shift: float | None = None, grid: str | None = None, sigmas: tuple[float, ...] | None = None) -> NoiseSource:
+    """Video-to-video (SDEdit): the clean ``init`` latent noised with seeded noise to the first
+    level s of the grid cut at ``strength``, x_s = (1 - s) x_0 + s e, then denoised from there.
+    Strength 1 is generation from the same seed (the grid's first level counts as pure noise, as
+    in every seeded run); strength 0 runs no step and returns the source."""
+    from wanctl.core.sampling.schedule import Schedule, schedule_from_options
+    from wanctl.core.workflows.encode import check_vae
+
+    where = init.path or "<stdin>"
+    if init.kind != "latent" or float(init.meta.get("noise_level", 0.0)) != 0.0:
+        raise BadInputError(f"{where}: --init takes a clean latent (from `wanctl encode`), not a {init.kind} artifact")
+    check_family(init, bundle.family.name, where=where)
+    check_vae(init, bundle, where)
+    if not 0.0 <= strength <= 1.0:
+        raise BadInputError(f"--strength must be in [0, 1], got {strength}")
+    if init.latents.shape[0] != 1:
+        raise BadInputError(f"{where}: holds {init.latents.shape[0]} videos; --init takes one")
+    x0 = init.latents.float()
+    v = init.meta.get("video") or {}
+    fam = bundle.family
+    frames = v.get("frames") or (x0.shape[2] - 1) * fam.stride[0] + 1
+    width, height = v.get("width") or x0.shape[4] * fam.stride[2], v.get("height") or x0.shape[3] * fam.stride[1]
+    full = schedule_from_options(bundle.preset, steps=steps, shift=shift, grid=grid, sigmas=sigmas)
+    if strength == 0.0:
+        sched = Schedule(full.grid, full.steps, full.shift, (0.0,), 0.0, ())
+        start = x0
+    else:
+        sched = schedule_from_options(bundle.preset, steps=steps, shift=shift, grid=grid, sigmas=sigmas, strength=strength)
+        eps = seeded_noise(tuple(x0.shape), seed)
+        s0 = sched.s_max
+        start = eps if strength >= 1.0 else (1.0 - s0) * x0 + s0 * eps
+    return NoiseSource(start, sched, frames, width, height, v.get("fps") or bundle.preset.fps, seed=seed, init=init)
 
 
 def plan_denoise(bundle: "ModelBundle", src: NoiseSource, *, solver: str, guidance: float | None = None,
