@@ -43,6 +43,10 @@ VaeTilingOpt = Annotated[
 ForceOpt = Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing outputs.")]
 
 
+# many-output runs (a manifest): this process's share of the rows (wanctl/core/shard.py)
+ShardOpt = Annotated[Optional[str], typer.Option("--shard", metavar="I/N", show_default=False, help="Make rows I, I+N, I+2N, ... (0-based) of the manifest or targets (0 <= I < N) and skip rows whose output exists (resume; --force recomputes). Default: the launcher's RANK/WORLD_SIZE (torchrun), SLURM_PROCID/SLURM_NTASKS or a Slurm job array's task, each with the same resume; else every row.")]
+
+
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object per output artifact on stdout.")]
 
 
@@ -63,7 +67,7 @@ LoraUnfusedOpt = Annotated[bool, typer.Option("--lora-unfused", rich_help_panel=
 def load_options(device: str | None, dtype: str = "bf16", vae_dtype: str = "fp32", vae_tiling: bool = False,
                  no_cache: bool = False, offload: str = "none", text_encoder_device: str | None = None,
                  lora: list[str] | None = None, lora_high: list[str] | None = None, lora_low: list[str] | None = None,
-                 lora_unfused: bool = False, weights_dtype: str = "auto"):
+                 lora_unfused: bool = False, weights_dtype: str = "auto", parallel: str | None = None):
     from wanctl.core.env import default_device
     from wanctl.core.errors import BadInputError
     from wanctl.core.models.bundle import OFFLOAD_MODES, LoadOptions, parse_dtype
@@ -84,13 +88,35 @@ def load_options(device: str | None, dtype: str = "bf16", vae_dtype: str = "fp32
         raise BadInputError(f"unknown --weights-dtype {weights_dtype!r}; use one of {', '.join(WEIGHTS_DTYPES)}")
     dev = device or default_device()
     _check_device(dev)
+    layout = parse_parallel(parallel)
+    if layout is not None:
+        from wanctl.core.models.parallel import local_device
+
+        if offload != "none":
+            raise BadInputError("--parallel with --offload is not supported; use --offload none")
+        dev = local_device(dev)
+        if not layout.writes:  # the other ranks print errors only
+            from wanctl.commands._report import quiet
+
+            quiet()
     if weights_dtype == "fp8" and dev.startswith("mps"):
         raise BadInputError("--weights-dtype fp8: MPS has no float8 tensors; use --weights-dtype auto")
     if text_encoder_device:
         _check_device(text_encoder_device)
     return LoadOptions(device=dev, dtype=dtype, vae_dtype=vae_dtype, vae_tiling=vae_tiling, cache=not no_cache,
                        offload=offload, text_encoder_device=text_encoder_device, loras=loras,
-                       lora_fused=not lora_unfused, weights_dtype=weights_dtype)
+                       lora_fused=not lora_unfused, weights_dtype=weights_dtype, parallel=layout)
+
+
+ParallelOpt = Annotated[Optional[str], typer.Option("--parallel", metavar="ulysses=N[,cfg=2]", rich_help_panel="Memory and speed", show_default=False, help="One video across GPUs, under torchrun (nccl on CUDA, gloo on the CPU): ulysses=N splits the DiT's tokens over N ranks (diffusers context parallelism, both experts); cfg=2 computes the CFG branches on two rank groups. The launch has cfg x ulysses processes; every rank encodes the text and runs the VAE; rank 0 writes. See the README.")]
+
+
+def parse_parallel(value: str | None):
+    """--parallel -> a ParallelLayout (or None); the degrees are checked against the plan later
+    (sampling.plan.with_parallel), still before any weights load."""
+    from wanctl.core.models.parallel import parse_parallel as parse
+
+    return parse(value)
 
 
 def _check_device(dev: str) -> None:

@@ -45,16 +45,50 @@ def out_console():
     return Console(highlight=False, no_color=bool(os.environ.get("NO_COLOR")) or None)
 
 
+_quiet = False  # a --parallel rank other than 0: errors only
+
+
+def quiet() -> None:
+    """Silence notices, warnings, info lines and progress of this process (errors still print)."""
+    global _quiet
+    _quiet = True
+    import warnings
+
+    warnings.simplefilter("ignore")
+
+
 def notice(msg: str) -> None:
+    if _quiet:
+        return
     console().print(f"[dim]note:[/dim] {_esc(msg)}", soft_wrap=True)
 
 
 def warn(msg: str) -> None:
+    if _quiet:
+        return
     console().print(f"[yellow]warning:[/yellow] {_esc(msg)}", soft_wrap=True)
 
 
 def info(msg: str) -> None:
+    if _quiet:
+        return
     console().print(_esc(msg), soft_wrap=True)
+
+
+def row_summary(share, rows, written: int, as_json: bool) -> None:
+    """A manifest run's summary line for this process (``rank I/N: D rows done, S skipped, F
+    failed``, see wanctl/core/workflows/manifest.py); exit 3, with the summary as the error
+    line, when one of its rows failed."""
+    from wanctl.core.errors import BadInputError
+    from wanctl.core.workflows.manifest import share_summary
+
+    line, failed = share_summary(share, rows, written)
+    if as_json:
+        emit_json({"rank": share.index, "ranks": share.count, "done": written,
+                   "skipped": sum(1 for t in rows if t.mine and t.skipped), "failed": len(failed)})
+    if failed:
+        raise BadInputError(f"{line} ({'; '.join(f'{t.label}: {t.error}' for t in failed)})")
+    info(line)
 
 
 def _esc(msg: str) -> str:
@@ -72,6 +106,8 @@ def error_line(msg: str, hint: str | None = None) -> None:
 
 
 def emit_json(obj: dict) -> None:
+    if _quiet:
+        return
     sys.stdout.write(json.dumps(obj, ensure_ascii=False, default=str) + "\n")
     sys.stdout.flush()
 
@@ -143,7 +179,7 @@ PROGRESS_LINE_SECONDS = 5.0  # when stderr is not a terminal: one line at most t
 def progress(description: str, total: int | None, unit: str = "") -> Iterator[Callable[[int], None]]:
     """Yield an ``advance(n)`` callback: a rich bar when stderr is a terminal, else a plain
     progress line every few seconds (and at the end), so logs of long runs show where they are."""
-    if os.environ.get("WANCTL_NO_PROGRESS"):
+    if os.environ.get("WANCTL_NO_PROGRESS") or _quiet:
         yield lambda n=1: None
         return
     if not sys.stderr.isatty():
@@ -185,6 +221,8 @@ def describe_output(path: str) -> str:
 
 def print_plan(plan, as_json: bool) -> None:
     """--dry-run: the run plan as a table (stdout) or one JSON object."""
+    if _quiet:
+        return
     if as_json:
         emit_json(plan.to_json())
         return
@@ -206,5 +244,7 @@ def print_plan(plan, as_json: bool) -> None:
     con.print(t)
     if plan.switch is not None:
         con.print(f"* solver restarts (frames {plan.steps[plan.switch - 1].frames} -> {plan.steps[plan.switch].frames})")
+    if plan.parallel is not None:
+        con.print(f"parallel: {plan.parallel.describe()}")
     con.print(f"{plan.forwards} DiT forwards per run; FLOPs relative to a plain run (same steps, CFG on every step, "
               f"full frames): {plan.relative_flops:.3f} (speedup x{1 / plan.relative_flops:.2f})")

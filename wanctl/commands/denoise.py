@@ -32,7 +32,9 @@ from wanctl.commands._options import (
     NegativeOpt,
     NoCacheOpt,
     OffloadOpt,
+    ParallelOpt,
     SeedOpt,
+    ShardOpt,
     ShiftOpt,
     PresetOpt,
     SigmasOpt,
@@ -47,7 +49,7 @@ from wanctl.commands._options import (
     parse_size,
     speed_options,
 )
-from wanctl.commands._report import emit_json, handle_errors, info, notice, print_plan, progress, warn
+from wanctl.commands._report import emit_json, handle_errors, info, notice, print_plan, progress, row_summary, warn
 
 
 @handle_errors
@@ -90,10 +92,12 @@ def denoise(
     compile: CompileOpt = False,
     no_cache: NoCacheOpt = False,
     offload: OffloadOpt = "none",
+    parallel: ParallelOpt = None,
     text_encoder_device: TextEncoderDeviceOpt = None,
     vae_tiling: VaeTilingOpt = False,
     dry_run: DryRunOpt = False,
     force: ForceOpt = False,
+    shard: ShardOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Denoise a noise artifact with a new first frame and prompt (or many), or seeded noise.
@@ -118,6 +122,8 @@ def denoise(
     from wanctl.core.io.inputs import read_input
     from wanctl.core.models.bundle import open_bundle
     from wanctl.core.files import created_folder
+    from wanctl.core.shard import resolve_shard
+    from wanctl.core.sampling.plan import with_parallel
     from wanctl.core.workflows import denoise as gen
 
     # a failed run leaves no new empty output folder
@@ -128,16 +134,26 @@ def denoise(
         bg = parse_background(background)
         so = sampling_options(preset, steps=steps, shift=shift, grid=grid, sigmas=sigmas, solver=solver,
                               guidance=guidance, guidance_low=guidance_low)
+        if parallel is not None and shard is not None:
+            raise BadInputError("--parallel splits one video across the ranks and --shard splits the rows; give one")
+        share = resolve_shard(shard, env={} if parallel is not None else None)  # --parallel: RANK is not a row share
         targets = gen.plan_targets(first_frames=first_frame or [], manifest=manifest, prompt=prompt, output=output or "-",
-                                   allow_outside=allow_outside)
+                                   allow_outside=allow_outside, shard=share, force=force)
         multi = len(targets) > 1
+        if share.active and not multi:
+            raise BadInputError(f"--shard / {share.source} ranks split the targets of a manifest or of several "
+                                "--first-frame; this run has one")
+        run = [t for t in targets if t.mine and not t.skipped]  # this process's work
         if multi and output is not None:
             if Path(output).suffix in (".safetensors", ".zarr") or output == "-":
                 raise BadInputError(f"{len(targets)} targets: -o must be a folder, not {output}")
-            if not dry_run:
+            if share.active and not dry_run:
+                # ranks share the folder: none removes it when its own rows fail
+                Path(output).mkdir(parents=True, exist_ok=True)
+            elif not dry_run:
                 cleanup.enter_context(created_folder(output))
         if output is not None:
-            for t in targets:
+            for t in run:
                 if t.error:
                     continue
                 if multi or t.output != "-":
@@ -145,6 +161,9 @@ def denoise(
                     check_output_file(t.output, force)
                 else:
                     check_output(t.output, force)
+        if share.active and not dry_run and not any(not t.error for t in run):
+            row_summary(share, targets, 0, as_json)  # all written already (or failed): no model loads
+            return
         art = read_artifact(noise, kinds=("noise",), notice=notice) if noise else None
         if init is not None and noise is not None:
             raise BadInputError("--init and a noise artifact are two starting points; give one")
@@ -153,7 +172,7 @@ def denoise(
         opts = load_options(device, dtype=dtype, no_cache=no_cache, offload=offload,
                             text_encoder_device=text_encoder_device, vae_tiling=vae_tiling,
                             lora=lora, lora_high=lora_high, lora_low=lora_low, lora_unfused=lora_unfused,
-                            weights_dtype=weights_dtype)
+                            weights_dtype=weights_dtype, parallel=parallel)
         bundle = open_bundle(model, family=start.family if start else None,
                              recorded=start.meta.get("model") if start else None, notice=notice, options=opts)
         if init_art is not None:
@@ -167,20 +186,23 @@ def denoise(
         default_solver = ((art.meta.get("params") or {}).get("solver") or "unipc") if art is not None else "unipc"
         solver = so.solver or default_solver
         plan = gen.plan_denoise(bundle, src, solver=solver, guidance=so.guidance, guidance_low=so.guidance_low,
-                                negative_prompt=negative_prompt, batch_size=min(batch_size, len(targets)),
+                                negative_prompt=negative_prompt, batch_size=min(batch_size, max(1, len(run))),
                                 cfg_batch=cfg_batch)
+        plan = with_parallel(plan, bundle.spec, opts.parallel, speed=speed, launched=not dry_run)
         if dry_run:
             print_plan(plan, as_json)
             return
         if solver != default_solver and art is not None:
             notice(f"denoising with {solver}; the noise was inverted with {default_solver}")
-        gen.prepare_images(targets, src.width, src.height, background=bg)
-        for t in targets:
+        gen.prepare_images(run, src.width, src.height, background=bg)
+        for t in run:
             if t.error:
                 warn(f"{t.label}: {t.error}; skipping it")
         written = []
 
         def write(t: gen.Target, result) -> None:
+            if plan.parallel is not None and not plan.parallel.writes:
+                return  # --parallel: rank 0 writes
             write_artifact(t.output, result, force=force)
             written.append(t)
             if as_json:
@@ -189,9 +211,12 @@ def denoise(
             elif t.output != "-":
                 info(f"wrote {t.output}")
 
-        todo = sum(1 for t in targets if not t.error)
+        todo = sum(1 for t in run if not t.error)
         with progress("denoising", todo * plan.num_steps, "target-steps") as advance:
-            gen.run_denoise(bundle, plan, src, targets, on_result=write, speed=speed, progress=advance, notice=notice)
+            gen.run_denoise(bundle, plan, src, run, on_result=write, speed=speed, progress=advance, notice=notice)
+        if share.active:
+            row_summary(share, targets, len(written), as_json)
+            return
         failed = [t for t in targets if t.error]
         if failed:
             rows = "; ".join(f"{t.label}: {t.error}" for t in failed)

@@ -28,7 +28,9 @@ from wanctl.commands._options import (
     NegativeOpt,
     NoCacheOpt,
     OffloadOpt,
+    ParallelOpt,
     SeedOpt,
+    ShardOpt,
     PresetOpt,
     SigmasOpt,
     StepsOpt,
@@ -48,6 +50,8 @@ from wanctl.commands._report import (
     notice,
     print_plan,
     progress,
+    row_summary,
+    warn,
 )
 
 BIDI = "Bidirectional sampling"
@@ -55,10 +59,12 @@ BIDI = "Bidirectional sampling"
 
 @handle_errors
 def flf2v(
-    first_frame: Annotated[str, typer.Option("--first-frame", "-i", help="First frame (image).", show_default=False)],
-    last_frame: Annotated[str, typer.Option("--last-frame", "-l", help="Last frame (image); resized and cropped to the first frame's size if needed.", show_default=False)],
-    prompt: Annotated[str, typer.Option("--prompt", "-p", help="What happens between the two frames.", show_default=False)],
-    output: Annotated[Optional[str], typer.Option("--output", "-o", rich_help_panel=OUTPUT, help="Latent artifact (.safetensors, .zarr, or -).", show_default=False)] = None,
+    first_frame: Annotated[Optional[str], typer.Option("--first-frame", "-i", help="First frame (image).", show_default=False)] = None,
+    last_frame: Annotated[Optional[str], typer.Option("--last-frame", "-l", help="Last frame (image); resized and cropped to the first frame's size if needed.", show_default=False)] = None,
+    prompt: Annotated[Optional[str], typer.Option("--prompt", "-p", help="What happens between the two frames (with --manifest: for rows without a prompt).", show_default=False)] = None,
+    output: Annotated[Optional[str], typer.Option("--output", "-o", rich_help_panel=OUTPUT, help="Latent artifact (.safetensors, .zarr, or -); with --manifest, a folder.", show_default=False)] = None,
+    manifest: Annotated[Optional[str], typer.Option("--manifest", rich_help_panel=OUTPUT, show_default=False, help="CSV (header first_frame,last_frame,prompt,seed,output) or JSONL, one video per frame pair; paths relative to the manifest; seed defaults to --seed, output to <-o>/row-N.safetensors. A row that cannot be read fails alone (exit 3 at the end).")] = None,
+    allow_outside: Annotated[bool, typer.Option("--allow-outside", rich_help_panel=OUTPUT, help="Let manifest outputs resolve outside the manifest's folder and -o.")] = False,
     model: ModelOpt = None,
     background: BackgroundOpt = "black",
     lora: LoraOpt = None,
@@ -88,11 +94,13 @@ def flf2v(
     weights_dtype: WeightsDtypeOpt = "auto",
     no_cache: NoCacheOpt = False,
     offload: OffloadOpt = "none",
+    parallel: ParallelOpt = None,
     text_encoder_device: TextEncoderDeviceOpt = None,
     vae_tiling: VaeTilingOpt = False,
     dry_run: DryRunOpt = False,
     decode_to: DecodeOpt = None,
     force: ForceOpt = False,
+    shard: ShardOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Generate the video between a first and a last frame (i2v-a14b only).
@@ -115,10 +123,38 @@ def flf2v(
     from wanctl.core.models.bundle import open_bundle
     from wanctl.core.workflows.denoise import noise_source
     from wanctl.core.workflows.encode import decode_to_file
+    from wanctl.core.sampling.plan import with_parallel
     from wanctl.core.workflows.flf2v import FLF2V_SHIFT, check_bidirectional_options, generate_flf2v, plan_flf2v
 
     if output is None and not dry_run:
         raise BadInputError("missing -o/--output (or use --dry-run)")
+    if manifest is not None:
+        if first_frame or last_frame or noise or decode_to or dry_run:
+            raise BadInputError("--manifest names the frames of each row; -i/-l, --noise, --decode and --dry-run "
+                                "apply to one video")
+        if parallel is not None and shard is not None:
+            raise BadInputError("--parallel splits one video across the ranks and --shard splits the rows; give one")
+        check_bidirectional_options(bidirectional, bidirectional_mode, fusion, reverse_rope)
+        _manifest_run(manifest, output, prompt=prompt, seed=seed or 0, shard=shard, force=force, allow_outside=allow_outside,
+                      as_json=as_json, sampling=sampling_options(preset, steps=steps, shift=shift, grid=grid, sigmas=sigmas,
+                                                                 solver=solver, guidance=guidance,
+                                                                 guidance_low=guidance_low),
+                      background=parse_background(background), size=parse_size(size), frames=frames, model=model,
+                      negative_prompt=negative_prompt, bidirectional=bidirectional, cfg_batch=cfg_batch,
+                      mode=bidirectional_mode or "reencode", reverse_rope=reverse_rope, fusion=fusion or "uniform",
+                      parallel=parallel,
+                      load=lambda: load_options(device, dtype=dtype, no_cache=no_cache, offload=offload,
+                                                text_encoder_device=text_encoder_device, vae_tiling=vae_tiling, lora=lora,
+                                                lora_high=lora_high, lora_low=lora_low, lora_unfused=lora_unfused,
+                                                weights_dtype=weights_dtype, parallel=parallel))
+        return
+    missing = [o for o, v in (("-i/--first-frame", first_frame), ("-l/--last-frame", last_frame), ("-p/--prompt", prompt))
+               if not v]
+    if missing:  # required without a manifest: a usage error (exit 2), as before --manifest existed
+        from wanctl.commands._report import error_line
+
+        error_line(f"missing option {', '.join(missing)} (or --manifest)")
+        raise typer.Exit(2)
     if output is not None:
         check_output(output, force)
     if decode_to:
@@ -138,7 +174,7 @@ def flf2v(
     opts = load_options(device, dtype=dtype, no_cache=no_cache, offload=offload,
                         text_encoder_device=text_encoder_device, vae_tiling=vae_tiling,
                         lora=lora, lora_high=lora_high, lora_low=lora_low, lora_unfused=lora_unfused,
-                        weights_dtype=weights_dtype)
+                        weights_dtype=weights_dtype, parallel=parallel)
     bundle = open_bundle(model, family=art.family if art else "i2v-a14b", recorded=art.meta.get("model") if art else None,
                          notice=notice, options=opts)
     wh = parse_size(size)
@@ -151,6 +187,7 @@ def flf2v(
                        shift=shift, grid=so.grid, sigmas=so.sigmas)
     plan = plan_flf2v(bundle, src, solver=so.solver, guidance=so.guidance, guidance_low=so.guidance_low,
                       negative_prompt=negative_prompt, bidirectional=bidirectional, cfg_batch=cfg_batch)
+    plan = with_parallel(plan, bundle.spec, opts.parallel, launched=not dry_run)
     if dry_run:
         print_plan(plan, as_json)
         return
@@ -159,6 +196,8 @@ def flf2v(
                                           last=last, prompt=prompt,
                                           mode=bidirectional_mode or "reencode", reverse_rope=reverse_rope, fusion=fusion or "uniform",
                                           progress=advance, notice=notice)
+    if plan.parallel is not None and not plan.parallel.writes:
+        return  # --parallel: rank 0 writes (and decodes)
     with together():  # the latent and its video: both or neither
         write_artifact(output, result, force=force)
         if decode_to:
@@ -169,3 +208,78 @@ def flf2v(
                    "bidirectional": bidirectional})
     else:
         info(f"wrote {describe_output(output)}" + (f" and {decode_to}" if decode_to else "") + f" ({forwards} DiT forwards)")
+
+
+def _manifest_run(manifest: str, output: str, *, prompt, seed: int, shard, force: bool, allow_outside: bool, as_json: bool,
+                  sampling, background, size, frames, model, negative_prompt, bidirectional: bool, cfg_batch: bool,
+                  mode: str, reverse_rope: bool, fusion: str, parallel, load) -> None:
+    """One video per manifest row (first_frame, last_frame, prompt, seed, output), this
+    process's share of them (wanctl/core/shard.py), skipping outputs that exist when sharded.
+    Each row is planned at its own first frame's size (unless --size); the model loads once."""
+    from pathlib import Path
+
+    from wanctl.core.errors import BadInputError
+    from wanctl.core.io.artifact import check_output_file, output_format, write_artifact
+    from wanctl.core.io.video import fit_size, load_image
+    from wanctl.core.models.bundle import open_bundle
+    from wanctl.core.sampling.plan import with_parallel
+    from wanctl.core.shard import resolve_shard
+    from wanctl.core.workflows.denoise import noise_source
+    from wanctl.core.workflows.flf2v import FLF2V_SHIFT, generate_flf2v, plan_flf2v
+    from wanctl.core.workflows.manifest import plan_rows
+
+    if Path(output).suffix in (".safetensors", ".zarr") or output == "-":
+        raise BadInputError(f"--manifest: -o must be a folder, not {output}")
+    share = resolve_shard(shard, env={} if parallel is not None else None)  # --parallel: every rank, every row
+    rows = plan_rows(manifest, columns=("first_frame", "last_frame", "prompt", "seed", "output"),
+                     required=("first_frame", "last_frame"), prompt=prompt, output=output, allow_outside=allow_outside,
+                     shard=share, force=force)
+    run = [r for r in rows if r.mine and not r.skipped and not r.error]
+    Path(output).mkdir(parents=True, exist_ok=True)  # shared by the ranks: never removed here
+    for r in run:
+        output_format(r.output)
+        check_output_file(r.output, force)
+    images = {}
+    for r in run:  # read before any model loads; an unreadable frame fails its row alone
+        notes: list[str] = []
+        try:
+            images[r.row] = tuple(load_image(r.paths[k], background=background, notices=notes)
+                                  for k in ("first_frame", "last_frame"))
+        except BadInputError as e:
+            r.error = e.message
+        for n in notes:
+            notice(n)
+    for r in rows:
+        if r.mine and r.error:
+            warn(f"{r.label}: {r.error}; skipping it")
+    run = [r for r in run if not r.error]
+    written = 0
+    if run:
+        opts = load()
+        bundle = open_bundle(model, family="i2v-a14b", notice=notice, options=opts)
+        shift = sampling.shift if sampling.shift is not None or sampling.sigmas is not None else FLF2V_SHIFT
+        for r in run:
+            first, last = images.pop(r.row)
+            wh = size or fit_size(first.shape[1], first.shape[0], bundle.family.size_multiple, None)
+            src = noise_source(bundle, None, seed=r.seed if r.seed is not None else seed, frames=frames, size=wh,
+                               steps=sampling.steps, shift=shift, grid=sampling.grid, sigmas=sampling.sigmas)
+            plan = plan_flf2v(bundle, src, solver=sampling.solver, guidance=sampling.guidance,
+                              guidance_low=sampling.guidance_low, negative_prompt=negative_prompt,
+                              bidirectional=bidirectional, cfg_batch=cfg_batch)
+            plan = with_parallel(plan, bundle.spec, opts.parallel, launched=True)
+            with progress("generating", plan.num_steps, "steps") as advance:
+                result, forwards = generate_flf2v(bundle, plan, src, first_frame=r.paths["first_frame"],
+                                                  last_frame=r.paths["last_frame"], first=first, last=last,
+                                                  prompt=r.prompt, mode=mode, reverse_rope=reverse_rope, fusion=fusion,
+                                                  progress=advance, notice=notice)
+            if plan.parallel is not None and not plan.parallel.writes:
+                continue  # --parallel: rank 0 writes
+            write_artifact(r.output, result, force=force)
+            written += 1
+            if as_json:
+                emit_json({"output": r.output, "kind": "latent", "row": r.row, "prompt": r.prompt, "forwards": forwards})
+            else:
+                info(f"wrote {r.output}")
+        if plan.parallel is not None and not plan.parallel.writes:
+            return
+    row_summary(share, rows, written, as_json)

@@ -20,6 +20,7 @@ from wanctl.commands._options import (
     ModelOpt,
     NoCacheOpt,
     OffloadOpt,
+    ParallelOpt,
     PresetOpt,
     ShiftOpt,
     SigmasOpt,
@@ -66,6 +67,7 @@ def invert(
     weights_dtype: WeightsDtypeOpt = "auto",
     no_cache: NoCacheOpt = False,
     offload: OffloadOpt = "none",
+    parallel: ParallelOpt = None,
     text_encoder_device: TextEncoderDeviceOpt = None,
     vae_tiling: VaeTilingOpt = False,
     dry_run: DryRunOpt = False,
@@ -94,6 +96,7 @@ def invert(
     from wanctl.core.io.artifact import check_output, now_iso, write_artifact
     from wanctl.core.io.inputs import read_input
     from wanctl.core.models.bundle import open_bundle
+    from wanctl.core.sampling.plan import with_parallel
     from wanctl.core.workflows.invert import inversion_key, plan_invert, run_inversion
 
     if output is None and not dry_run:
@@ -110,11 +113,12 @@ def invert(
     opts = load_options(device, dtype=dtype, no_cache=no_cache, offload=offload,
                         text_encoder_device=text_encoder_device, vae_tiling=vae_tiling,
                         lora=lora, lora_high=lora_high, lora_low=lora_low, lora_unfused=lora_unfused,
-                        weights_dtype=weights_dtype)
+                        weights_dtype=weights_dtype, parallel=parallel)
     bundle = open_bundle(model, family=art.family, recorded=art.meta.get("model"), notice=notice, options=opts)
     art = comfy.to_normalized(art, bundle.spec)
     plan = plan_invert(bundle, art, steps=so.steps, shift=so.shift, grid=so.grid, sigmas=so.sigmas, strength=strength,
                        solver=so.solver or "euler", refine=refine)
+    plan = with_parallel(plan, bundle.spec, opts.parallel, launched=not dry_run)
     if dry_run:
         print_plan(plan, as_json)
         return
@@ -133,8 +137,10 @@ def invert(
             res = run_inversion(bundle, art, plan, prompt=prompt, conditional=not unconditional,
                                 save_trajectory=bool(save_trajectory), progress=advance, notice=notice)
         noise, calls, note = res.noise, res.calls, f"{res.calls} model calls"
-        if use_cache:
+        if use_cache and (plan.parallel is None or plan.parallel.writes):
             cache.put("inversions", key, noise)
+    if plan.parallel is not None and not plan.parallel.writes:
+        return  # --parallel: rank 0 writes
     with together():  # the noise and its trajectory: both or neither
         if save_trajectory and res.trajectory is not None:  # (a cache hit never has a trajectory)
             write_artifact(save_trajectory, res.trajectory, force=force)

@@ -16,13 +16,19 @@ def cache_dir() -> Path:
 
 
 def default_device() -> str:
-    """WANCTL_DEVICE, else cuda when available, else mps, else cpu (imports torch)."""
+    """WANCTL_DEVICE, else cuda when available (under torchrun on a node with several GPUs:
+    cuda:LOCAL_RANK, so that the ranks of a sharded run do not all share GPU 0), else mps, else
+    cpu (imports torch)."""
     explicit = os.environ.get("WANCTL_DEVICE")
     if explicit:
         return explicit
     import torch
 
     if torch.cuda.is_available():
+        local = os.environ.get("LOCAL_RANK", "")
+        count = torch.cuda.device_count()
+        if local.isdigit() and count > 1:
+            return f"cuda:{int(local) % count}"
         return "cuda"
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return "mps"

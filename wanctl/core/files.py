@@ -66,7 +66,7 @@ class DigestMemo:
             return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+            tmp = _tmp_name(self.path)  # unique, not per pid: pids repeat across nodes sharing a cache
             tmp.write_text(json.dumps(self._memo))
             os.replace(tmp, self.path)
             self._dirty = False

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -83,8 +84,9 @@ def ensure(name: str, notice: Callable[[str], None] | None = None) -> Path:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ModelError(f"cannot create the cache folder {dest.parent}: {e.strerror}") from None
-    tmp = dest.parent / f".{dest.name}.{os.getpid()}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
+    # a unique temporary folder (not per pid: pids repeat across nodes sharing one cache)
+    work = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    tmp = work / dest.name
     try:
         build(name, tmp)
         try:
@@ -94,7 +96,7 @@ def ensure(name: str, notice: Callable[[str], None] | None = None) -> Path:
             if not (dest / "model_index.json").exists():
                 raise
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
     return dest
 
 

@@ -205,6 +205,7 @@ class LoadOptions:
     loras: tuple = ()  # lora.LoraSpec values, applied to the experts as they load (see models/lora.py)
     lora_fused: bool = True  # False: LoRAs stay PEFT adapters (--lora-unfused)
     weights_dtype: str = "auto"  # DiT weight storage: auto (the compute dtype) | fp8 (models/quantized.py)
+    parallel: Any = None  # parallel.ParallelLayout of --parallel (context / CFG parallelism), or None
 
 
 OFFLOAD_MODES = ("none", "model", "group")
@@ -352,6 +353,10 @@ class ModelBundle:
                 self._apply_loras(component, self._loaded[component])
             if self.options.offload == "none":  # after any LoRA merge: fused into full-precision weights
                 self._store_weights(component, self._loaded[component], dtype)
+            if self.options.parallel is not None and component in ("transformer", "transformer_2"):
+                from wanctl.core.models.parallel import enable
+
+                enable(self._loaded[component], self.options.parallel, self.options.device)  # both experts, one mesh
         module = self._loaded[component]
         if activate and self.options.offload == "model" and component in HEAVY:
             self._activate(component)

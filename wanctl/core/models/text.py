@@ -58,7 +58,8 @@ def encode_prompts(bundle: "ModelBundle", prompts: Sequence[str], max_length: in
     if missing:
         computed = _encode(bundle, missing, max_length)
         out.update({p: _pad(e, max_length) for p, e in computed.items()})
-        if use_cache:
+        par = bundle.options.parallel
+        if use_cache and (par is None or par.writes):  # --parallel: rank 0 writes the cache
             for p, e in computed.items():
                 cache.put("embeddings", keys[p], _embedding_artifact(bundle, p, e, max_length))
     return out

@@ -108,11 +108,15 @@ def load_calibration(bundle: "ModelBundle", plan: "RunPlan") -> dict[str, list[f
 
 def save_calibration(bundle: "ModelBundle", plan: "RunPlan", ratios: dict[str, list[float]]) -> None:
     import os
+    import tempfile
+    from pathlib import Path
 
     for e, r in ratios.items():
         p = _calibration_path(_calibration_key(bundle, e, plan))
         p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+        fd, name = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)  # unique across nodes too
+        os.close(fd)
+        tmp = Path(name)
         tmp.write_text(json.dumps({"ratios": r, "sha256": _ratios_digest(r), "expert": e, "steps": plan.num_steps,
                                    "solver": plan.solver}))
         os.replace(tmp, p)

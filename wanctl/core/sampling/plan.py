@@ -23,6 +23,7 @@ from wanctl.core.sampling.solvers import INVERTIBLE, SOLVERS
 
 if TYPE_CHECKING:  # pragma: no cover
     from wanctl.core.models.bundle import ModelSpec
+    from wanctl.core.models.parallel import ParallelLayout
 
 TASKS = ("t2v", "denoise", "invert", "flf2v")
 COMPLETIONS = ("repeat", "interpolate", "renoise")
@@ -121,6 +122,7 @@ class RunPlan:
     flops: float = 0.0
     flops_plain: float = 0.0
     notes: tuple[str, ...] = field(default_factory=tuple)
+    parallel: "ParallelLayout | None" = None  # --parallel: ranks, degrees, who writes (see with_parallel)
 
     # ------------------------------------------------------------------ derived views
 
@@ -198,6 +200,7 @@ class RunPlan:
             "evaluations": self.evaluations_per_expert(),
             "relative_flops": round(self.relative_flops, 4),
             "steps": [p.to_json() for p in self.steps],
+            "parallel": self.parallel.to_meta() if self.parallel is not None else None,
         }
 
     def to_json(self) -> dict:
@@ -361,3 +364,32 @@ def plan_run(
         passes=passes, half_frames=half, completion=completion if half_frame else None, flops=flops,
         flops_plain=plain, notes=tuple(notes),
     )
+
+
+def with_parallel(plan: RunPlan, spec: "ModelSpec", layout: "ParallelLayout | None", *, speed=None,
+                  launched: bool = True) -> RunPlan:
+    """The plan run across ranks (``--parallel``): the layout checked against the model's heads and
+    every token count the plan runs on (from its latent frames, latent size and patch size),
+    before any weights load, and recorded in the plan. ``launched``: False for ``--dry-run``,
+    which shows the layout without a launcher. ``speed``: the command's SpeedOptions, if any."""
+    if layout is None:
+        return plan
+    import dataclasses
+
+    from wanctl.core.models.parallel import check_layout
+    from wanctl.core.sampling.flops import tokens_for
+
+    cfg = spec.configs["transformer"]
+    patch = tuple(cfg.get("patch_size", (1, 2, 2)))
+    h, w = plan.latent_size
+    tokens = sorted({tokens_for(f, h, w, patch) for f in {p.frames for p in plan.steps} | {plan.latent_frames}})
+    if plan.branches_batched and layout.cfg == 2:
+        raise BadInputError("--parallel cfg=2 runs the CFG branches on separate ranks; drop --cfg-batch")
+    if speed is not None and speed.cache != "none":
+        raise BadInputError("--parallel with --step-cache is not implemented yet; use --step-cache none")
+    if plan.passes != 1:
+        raise BadInputError("--parallel is not implemented yet for --bidirectional (its reversed-RoPE pass)")
+    check_layout(layout, heads=int(cfg["num_attention_heads"]), tokens=tokens, uses_cfg=plan.uses_cfg,
+                 attention=speed.attention if speed is not None else None, launched=launched)
+    return dataclasses.replace(plan, parallel=layout)
+

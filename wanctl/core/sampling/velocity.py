@@ -102,6 +102,15 @@ class VelocityModel:
                                      torch.cat([self.embeds, self.negative]), "batched")
                 v_cond, v_uncond = both.chunk(2)
                 v = v_uncond + g * (v_cond - v_uncond)
+            elif self.state.plan.parallel is not None and self.state.plan.parallel.cfg == 2:
+                from wanctl.core.models.parallel import gather_branches
+
+                # CFG parallelism: this rank's cfg group computes one branch; both are gathered
+                par = self.state.plan.parallel
+                mine = (self._forward(step, t, inp, ts, self.embeds, "cond") if par.cfg_rank == 0
+                        else self._forward(step, t, inp, ts, self.negative, "uncond"))
+                v_cond, v_uncond = gather_branches(par, mine)
+                v = v_uncond + g * (v_cond - v_uncond)
             else:
                 v_cond = self._forward(step, t, inp, ts, self.embeds, "cond")
                 v_uncond = self._forward(step, t, inp, ts, self.negative, "uncond")

@@ -7,8 +7,6 @@ be prepared (unreadable image, ...) is reported and skipped; the others still ru
 
 from __future__ import annotations
 
-import csv
-import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -21,6 +19,8 @@ from wanctl.core.sampling.executor import sample
 from wanctl.core.sampling.plan import RunPlan
 from wanctl.core.sampling.schedule import Schedule, custom_schedule, make_schedule
 from wanctl.core.sampling.velocity import seeded_noise
+from wanctl.core.shard import Shard
+from wanctl.core.workflows.manifest import read_manifest as _read_manifest, take_share
 
 if TYPE_CHECKING:  # pragma: no cover
     from collections.abc import Sequence
@@ -43,6 +43,8 @@ class Target:
     error: str | None = None
     notes: list[str] = field(default_factory=list)
     from_manifest: bool = False
+    mine: bool = True  # this process's share of the rows (see wanctl/core/shard.py)
+    skipped: bool = False  # resumed: its output exists already
 
     @property
     def label(self) -> str:
@@ -56,61 +58,9 @@ MANIFEST_COLUMNS = ("first_frame", "prompt", "output")
 
 
 def read_manifest(path: str) -> list[dict]:
-    """Rows of a CSV (header: first_frame,prompt,output; Excel's UTF-8 BOM accepted) or JSONL
-    manifest, paths relative to it. A row that cannot be read (more fields than the header, a
-    malformed JSON line, a number where a path belongs) carries an ``error`` and fails alone."""
-    p = Path(path)
-    if not p.is_file():
-        raise BadInputError(f"manifest {path}: no such file")
-    base = p.parent
-    rows: list[dict] = []
-    try:
-        text = p.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as e:
-        raise BadInputError(f"manifest {path}: cannot read it as UTF-8 text ({e})") from None
-    if p.suffix.lower() in (".jsonl", ".ndjson", ".json"):
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except ValueError as e:
-                rows.append({"row": n, "error": f"not valid JSON ({e.msg})"})
-                continue
-            if not isinstance(obj, dict):
-                rows.append({"row": n, "error": "not a JSON object"})
-                continue
-            rows.append(dict(obj, row=n))
-    else:
-        try:
-            reader = csv.DictReader(text.splitlines(), restkey="_extra")
-            for n, r in enumerate(reader, 1):
-                if r.get("_extra"):
-                    rows.append({"row": n, "error": f"it has more fields than the header ({', '.join(reader.fieldnames or [])})"})
-                else:
-                    rows.append(dict(r, row=n))
-        except csv.Error as e:
-            raise BadInputError(f"manifest {path}: cannot parse ({e})") from None
-        unknown = set(reader.fieldnames or []) - set(MANIFEST_COLUMNS)
-        if unknown:
-            raise BadInputError(f"manifest {path}: unknown column(s) {', '.join(sorted(unknown))}")
-    for r in rows:
-        if "error" in r:
-            continue
-        unknown = set(r) - set(MANIFEST_COLUMNS) - {"row"}
-        if unknown:
-            r["error"] = f"unknown field(s) {', '.join(sorted(unknown))}"
-            continue
-        bad = [k for k in MANIFEST_COLUMNS if r.get(k) is not None and not isinstance(r[k], str)]
-        if bad:
-            r["error"] = f"{', '.join(bad)} must be text, got {', '.join(type(r[k]).__name__ for k in bad)}"
-            continue
-        for key in ("first_frame", "output"):
-            v = (r.get(key) or "").strip()
-            r[key] = str(base / v) if v and not Path(v).is_absolute() else (v or None)
-    if not rows:
-        raise BadInputError(f"manifest {path}: no rows")
-    return rows
+    """Rows of a denoise manifest (header: first_frame,prompt,output), paths relative to it; see
+    :func:`wanctl.core.workflows.manifest.read_manifest`."""
+    return _read_manifest(path, MANIFEST_COLUMNS, paths=("first_frame", "output"))
 
 
 def image_files(folder: str) -> list[str]:
@@ -129,6 +79,8 @@ def plan_targets(
     prompt: str | None,
     output: str,
     allow_outside: bool = False,
+    shard: Shard | None = None,
+    force: bool = False,
 ) -> list[Target]:
     """Targets from repeated --first-frame (files or folders), a manifest, or neither (one).
 
@@ -137,6 +89,10 @@ def plan_targets(
     targets resolving to one file are refused, and so is a manifest output outside both the
     manifest's folder and ``output`` unless ``allow_outside``. A manifest row that cannot be
     read becomes a target with an error (it fails alone).
+
+    Under a ``shard`` (a launcher or --shard), every process plans every target the same way
+    and marks its own share (``mine``: position mod N); one of its targets whose output exists
+    is ``skipped`` (resume) unless ``force``. See :func:`wanctl.core.workflows.manifest.take_share`.
     """
     specs: list[dict] = []
     for ff in first_frames:
@@ -179,7 +135,9 @@ def plan_targets(
         seen[key] = i
         targets.append(Target(row=row, prompt=p, output=out, first_frame=sp.get("first_frame"),
                               from_manifest=bool(sp.get("from_manifest"))))
+    take_share(targets, shard, force=force)
     return targets
+
 
 
 def prepare_images(targets: list[Target], width: int, height: int, *, background: tuple[int, int, int] = (0, 0, 0)) -> None:
