@@ -50,6 +50,33 @@ def bundles():
     return get
 
 
+@pytest.fixture(scope="module")
+def tiny_noise(tmp_path_factory, assets):
+    """A small tiny-ti2v-5b noise (64x64, 5 frames, 2 inversion steps) for denoise target tests."""
+    d = tmp_path_factory.mktemp("tiny-noise")
+    assert invoke("encode", str(assets["clip"]), "-m", "tiny-ti2v-5b", "--frames", "5", "--size", "64x64",
+                  "-o", str(d / "c.safetensors")).exit_code == 0
+    r = invoke("invert", str(d / "c.safetensors"), "-p", "a red circle", "--steps", "2", "-o", str(d / "n.safetensors"))
+    assert r.exit_code == 0, r.stderr
+    return d / "n.safetensors"
+
+
+def bomb_png(path, side: int = 12000) -> None:
+    """A valid 1-bit PNG of side x side black pixels: a few kB that decode to side**2 pixels."""
+    import struct
+    import zlib
+
+    row = b"\x00" * (1 + (side + 7) // 8)
+    z = zlib.compressobj(9)
+    data = b"".join(z.compress(row) for _ in range(side)) + z.flush()
+
+    def chunk(t, d):
+        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", data) + chunk(b"IEND", b""))
+
+
 def run_cli(*args: str, input: bytes | None = None, env: dict | None = None, cwd=None, check: bool = False):
     """Run `python -m wanctl ARGS` as a real subprocess; returns CompletedProcess (bytes)."""
     e = dict(os.environ)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -93,3 +94,14 @@ def test_info_stdin_and_errors(tmp_path, assets):
     assert_one_line_error(r, 3, "no such file")
     r = invoke("info", str(assets["clip"]))
     assert_one_line_error(r, 3, "not a safetensors file")
+
+
+def test_library_warnings_and_log_records_stay_off_stderr():
+    code = ("import logging, warnings; from wanctl.cli import _quiet_libraries; _quiet_libraries(); "
+            "warnings.warn('a library warning'); logging.getLogger('diffusers.models').warning('a library log record')")
+    env = {k: v for k, v in os.environ.items() if k != "WANCTL_DEBUG"}
+    quiet = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert quiet.stderr == ""
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           env=dict(env, WANCTL_DEBUG="1"), check=True)
+    assert "a library warning" in shown.stderr and "a library log record" in shown.stderr

@@ -3,32 +3,16 @@ notices for what reading did, and a decompression bomb among denoise targets fai
 
 from __future__ import annotations
 
-import struct
-import zlib
-
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import assert_one_line_error, invoke, run_cli
+from conftest import assert_one_line_error, bomb_png, invoke, run_cli
 from wanctl.core.io.artifact import read_artifact
 
 
 def _img(path, value, size=64):
     Image.fromarray(np.full((size, size, 3), value, np.uint8)).save(path)
-
-
-def _bomb_png(path, side=12000):
-    """A valid 1-bit PNG of side x side pixels in a few kB (over wanctl's pixel limit)."""
-    row = b"\x00" * (1 + (side + 7) // 8)
-    z = zlib.compressobj(9)
-    data = b"".join(z.compress(row) for _ in range(side)) + z.flush()
-
-    def chunk(t, d):
-        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xFFFFFFFF)
-
-    ihdr = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", data) + chunk(b"IEND", b""))
 
 
 def test_bad_background_is_one_line_before_any_model_loads(tmp_path):
@@ -91,19 +75,14 @@ def test_encode_a_transparent_gif_with_varying_durations(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def noise(tmp_path_factory, assets):
-    d = tmp_path_factory.mktemp("bombnoise")
-    assert invoke("encode", str(assets["clip"]), "-m", "tiny-ti2v-5b", "--frames", "5", "--size", "64x64",
-                  "-o", str(d / "c.safetensors")).exit_code == 0
-    r = invoke("invert", str(d / "c.safetensors"), "-p", "a red circle", "--steps", "2", "-o", str(d / "n.safetensors"))
-    assert r.exit_code == 0, r.stderr
-    return d / "n.safetensors"
+def noise(tiny_noise):
+    return tiny_noise
 
 
 def test_a_bomb_among_denoise_targets_fails_alone(tmp_path, noise):
     good1 = tmp_path / "good1.jpg"
     _transparent_png_named_jpg(good1)
-    _bomb_png(tmp_path / "bomb.png")
+    bomb_png(tmp_path / "bomb.png")
     _img(tmp_path / "good2.png", 200)
     out = tmp_path / "out"
     r = run_cli("denoise", str(noise), "-i", str(good1), "-i", str(tmp_path / "bomb.png"),
@@ -120,7 +99,7 @@ def test_a_bomb_among_denoise_targets_fails_alone(tmp_path, noise):
 
 def test_a_bomb_first_does_not_size_seeded_noise(tmp_path):
     """Without a noise artifact the first readable target image gives the size; the bomb fails alone."""
-    _bomb_png(tmp_path / "a_bomb.png")
+    bomb_png(tmp_path / "a_bomb.png")
     _img(tmp_path / "b.png", 90)
     out = tmp_path / "out"
     r = invoke("denoise", "-m", "tiny-ti2v-5b", "-i", str(tmp_path / "a_bomb.png"), "-i", str(tmp_path / "b.png"),

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import bomb_png
 from wanctl.core.errors import BadInputError
 from wanctl.core.io import media
 from wanctl.core.io import video as vio
@@ -320,23 +321,10 @@ def test_files_are_read_by_content_with_a_notice(tmp_path):
 # --------------------------------------------------------------------------- decompression bombs
 
 
-def _bomb_png(path, side):
-    """A valid 1-bit PNG of side x side black pixels: a few kB that decode to side**2 pixels."""
-    row = b"\x00" * (1 + (side + 7) // 8)
-    z = zlib.compressobj(9)
-    data = b"".join(z.compress(row) for _ in range(side)) + z.flush()
-
-    def chunk(t, d):
-        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xFFFFFFFF)
-
-    ihdr = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", data) + chunk(b"IEND", b""))
-
-
 @pytest.mark.parametrize("side", [12000, 15000])  # over wanctl's limit; over PIL's own hard limit too
 def test_decompression_bombs_are_bad_input_without_a_python_warning(tmp_path, side):
     p = tmp_path / "bomb.png"
-    _bomb_png(p, side)
+    bomb_png(p, side)
     assert side * side > media.MAX_IMAGE_PIXELS and p.stat().st_size < 100_000
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

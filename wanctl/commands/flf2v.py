@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Annotated, Optional
 
 import typer
@@ -117,12 +118,11 @@ def flf2v(
     """
     from wanctl.core.errors import BadInputError
     from wanctl.core.io import video as vio
-    from wanctl.core.files import together
-    from wanctl.core.io.artifact import check_output, check_output_file, read_artifact, write_artifact
+    from wanctl.core.io.artifact import check_output, check_output_file, read_artifact
     from wanctl.core.io.video import fit_size, load_image
     from wanctl.core.models.bundle import open_bundle
     from wanctl.core.workflows.denoise import noise_source
-    from wanctl.core.workflows.encode import decode_to_file
+    from wanctl.core.workflows.encode import write_latent
     from wanctl.core.sampling.plan import with_parallel
     from wanctl.core.workflows.flf2v import FLF2V_SHIFT, check_bidirectional_options, generate_flf2v, plan_flf2v
 
@@ -198,11 +198,8 @@ def flf2v(
                                           progress=advance, notice=notice)
     if plan.parallel is not None and not plan.parallel.writes:
         return  # --parallel: rank 0 writes (and decodes)
-    with together():  # the latent and its video: both or neither
-        write_artifact(output, result, force=force)
-        if decode_to:
-            with progress("decoding", plan.latent_frames, "latent frames") as advance:
-                decode_to_file(bundle, result, decode_to, src.fps, force=force, progress=advance)
+    with progress("decoding", plan.latent_frames, "latent frames") if decode_to else nullcontext() as advance:
+        write_latent(bundle, result, output, video=decode_to, fps=src.fps, force=force, progress=advance)
     if as_json:
         emit_json({"output": describe_output(output), "kind": "latent", "decoded": decode_to, "forwards": forwards,
                    "bidirectional": bidirectional})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -129,10 +130,9 @@ def t2v(
     """
     from wanctl.core.errors import BadInputError
     from wanctl.core.io import video as vio
-    from wanctl.core.files import together
     from wanctl.core.io.artifact import check_output, check_output_file, output_format, write_artifact
     from wanctl.core.models.bundle import open_bundle
-    from wanctl.core.workflows.encode import decode_to_file
+    from wanctl.core.workflows.encode import write_latent
     from wanctl.core.sampling.plan import with_parallel
     from wanctl.core.shard import resolve_shard
     from wanctl.core.workflows.manifest import plan_rows
@@ -218,11 +218,8 @@ def t2v(
         art, forwards = generate_t2v(bundle, plan, prompt=prompt, seed=seed or 0, speed=speed, progress=advance, notice=notice)
     if plan.parallel is not None and not plan.parallel.writes:
         return  # --parallel: rank 0 writes (and decodes)
-    with together():  # the latent and its video: both or neither
-        write_artifact(output, art, force=force)
-        if decode_to:
-            with progress("decoding", plan.latent_frames, "latent frames") as advance:
-                decode_to_file(bundle, art, decode_to, bundle.preset.fps, force=force, progress=advance)
+    with progress("decoding", plan.latent_frames, "latent frames") if decode_to else nullcontext() as advance:
+        write_latent(bundle, art, output, video=decode_to, fps=bundle.preset.fps, force=force, progress=advance)
     if as_json:
         emit_json({"output": describe_output(output), "kind": "latent", "decoded": decode_to, "forwards": forwards,
                    "relative_flops": round(plan.relative_flops, 4)})

@@ -42,7 +42,7 @@ def execute(
     ``on_step(step, x)`` runs after each step with the new state. ``caches`` (from
     ``sampling.acceleration.accelerated``) is told where each segment starts.
     """
-    if not plan.steps:
+    if not plan.steps:  # video-to-video at strength 0: the source as it is
         return x
     levels = plan.levels
     finite = _FiniteWatch(plan)

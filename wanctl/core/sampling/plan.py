@@ -155,8 +155,6 @@ class RunPlan:
     @property
     def levels(self) -> list[float]:
         """The grid in the direction of travel (one more point than steps)."""
-        if not self.steps:  # a plan of no steps (video-to-video at strength 0)
-            return [self.schedule.s_max]
         return [p.s for p in self.steps] + [self.steps[-1].s_next]
 
     def segments(self) -> list[tuple[int, int]]:

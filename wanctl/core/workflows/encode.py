@@ -219,6 +219,19 @@ def decode(
     return decode_latents(bundle.vae(), lat, progress)
 
 
+def write_latent(bundle: "ModelBundle", art: Artifact, output: str, *, video: str | None = None, fps: float = 16,
+                 force: bool = False, progress=None) -> None:
+    """Write a generated latent and, with ``video``, its decode: committed together, so an
+    interrupted or failed run leaves both outputs or neither (``--decode`` of t2v and flf2v)."""
+    from wanctl.core.files import together
+    from wanctl.core.io.artifact import write_artifact
+
+    with together():
+        write_artifact(output, art, force=force)
+        if video:
+            decode_to_file(bundle, art, video, fps, force=force, progress=progress)
+
+
 def decode_to_file(bundle: "ModelBundle", art: Artifact, path: str, fps: float, *, force: bool = False,
                    progress=None) -> None:
     """Decode a latent artifact straight to a video file (``--decode`` of the generating commands)."""
