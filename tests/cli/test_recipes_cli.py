@@ -34,7 +34,7 @@ def test_lightning_invert_then_denoise_round_trip(tmp_path, assets):
     """4 Euler steps up and 4 down on the toy model (not distilled: the point is that the two
     grids are the same one, so the denoise undoes the inversion step for step)."""
     lat, noise, back = (str(tmp_path / n) for n in ("lat.safetensors", "noise.safetensors", "back.safetensors"))
-    run_cli("encode", str(assets["clip"]), "-m", "toy-ti2v-5b", "--frames", "17", "-o", lat, check=True)
+    run_cli("encode", str(assets["clip"]), "-m", "toy-ti2v-5b", "--frames", "17", "--size", "64x64", "-o", lat, check=True)
     run_cli("invert", lat, "-m", "toy-ti2v-5b", "-p", "a red circle moving right on a black background",
             "--preset", "lightning", "-o", noise, "--no-cache", check=True)
     n = read_artifact(noise)
