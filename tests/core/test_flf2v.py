@@ -103,3 +103,32 @@ def test_fusion_weights_and_errors(bundles, frames):
         plan = plan_run(ti2v.spec, "flf2v", schedule=make_schedule(2, 5.0), solver="euler", frames=F, width=W, height=H)
         run_flf2v(ti2v, plan, first=frames[0], last=frames[1], embeds=emb[PROMPT], negative=None,
                   noise=seeded_noise((1, 48, 3, 4, 4), 5))
+
+
+def test_fusion_only_above_a_level_uses_the_forward_velocity_below_it():
+    """The quality benchmark's experiment (fuse_above): below the level the forward pass alone, and
+    with two separate passes the backward one is not even called there."""
+    from wanctl.core.workflows.flf2v import BidirectionalVelocity
+
+    calls = []
+
+    def fwd(x, s):
+        calls.append(("f", s))
+        return x + 1.0
+
+    def bwd(x, s):
+        calls.append(("b", s))
+        return 2.0 * x
+
+    x = torch.arange(6.0).view(1, 1, 3, 1, 2)
+    v = BidirectionalVelocity((fwd, bwd), fusion_weights(3, "uniform"), fuse_above=0.5)
+    assert torch.equal(v(x, 0.4), x + 1.0) and calls == [("f", 0.4)]
+    fused = v(x, 0.9)
+    assert torch.equal(fused, 0.5 * (x + 1.0) + 0.5 * torch.flip(2.0 * torch.flip(x, dims=[2]), dims=[2]))
+    assert calls[1:] == [("f", 0.9), ("b", 0.9)]
+
+    def both(xx, s):  # the batched form: [x, flip(x)] in one call
+        return torch.cat([fwd(xx[:1], s), bwd(xx[1:], s)])
+
+    batched = BidirectionalVelocity((both,), fusion_weights(3, "uniform"), fuse_above=0.5)
+    assert torch.equal(batched(x, 0.4), x + 1.0) and torch.equal(batched(x, 0.9), fused)

@@ -92,6 +92,23 @@ def test_complete_frames_layout():
     assert torch.allclose(ratio, torch.ones_like(ratio), atol=0.15)
 
 
+def test_correlated_renoise_mixes_the_neighbours_implied_noise():
+    """The quality benchmark's experiment: correlation 0 is the plain renoise; correlation 1
+    replaces the fresh noise by the neighbours' implied noise (x - (1 - s) x0) / s, rescaled."""
+    g = torch.Generator().manual_seed(1)
+    x, x0 = torch.randn(1, 2, 3, 16, 16, generator=g), torch.randn(1, 2, 3, 16, 16, generator=g)
+    plain = complete_frames(x, 5, "renoise", x0=x0, s=0.6, seed=3)
+    assert torch.equal(complete_frames(x, 5, "renoise", x0=x0, s=0.6, seed=3, correlation=0.0), plain)
+    full = complete_frames(x, 5, "renoise", x0=x0, s=0.6, seed=3, correlation=1.0)
+    assert torch.equal(full[:, :, 0::2], x)
+    implied = 0.5 * (x[:, :, 0] - 0.4 * x0[:, :, 0] + x[:, :, 1] - 0.4 * x0[:, :, 1]) / 0.6
+    implied = implied / implied.std(dim=(2, 3), keepdim=True)
+    signal = 0.4 * 0.5 * (x0[:, :, 0] + x0[:, :, 1])
+    amp = (full[:, :, 1] - signal).std(dim=(2, 3), keepdim=True) / implied.std(dim=(2, 3), keepdim=True)
+    assert torch.allclose(full[:, :, 1], signal + amp * implied, atol=1e-5)
+    assert not torch.allclose(full[:, :, 1], plain[:, :, 1])
+
+
 def test_renoise_keeps_noise_level(bundles):
     """Per-frame std at the switch: renoise within 10% of a plain run's; interpolate is not."""
     b = bundles("tiny-t2v-a14b")

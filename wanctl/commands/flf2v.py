@@ -85,7 +85,7 @@ def flf2v(
     guidance: GuidanceOpt = None,
     guidance_low: GuidanceLowOpt = None,
     negative_prompt: NegativeOpt = None,
-    bidirectional: Annotated[bool, typer.Option("--bidirectional", rich_help_panel=BIDI, help="Fuse a forward pass with a backward pass on the time-flipped latent, conditioned on the re-encoded [last, ..., first] video.")] = False,
+    bidirectional: Annotated[bool, typer.Option("--bidirectional", rich_help_panel=BIDI, help="Fuse a forward pass with a backward pass on the time-flipped latent, conditioned on the re-encoded [last, ..., first] video. Twice the DiT forwards; on the toy models it has not beaten forward-only on the last frame (benchmarks/RESULTS.md).")] = False,
     bidirectional_mode: Annotated[Optional[str], typer.Option("--bidirectional-mode", rich_help_panel=BIDI, show_default=False, help="reencode (wanctl's, default) or mirror (the published construction, which equals forward-only sampling; fixes uniform fusion and reversed RoPE).")] = None,
     reverse_rope: Annotated[bool, typer.Option("--reverse-rope", rich_help_panel=BIDI, help="Reverse temporal RoPE positions in the backward pass.")] = False,
     fusion: Annotated[Optional[str], typer.Option("--fusion", rich_help_panel=BIDI, show_default=False, help="uniform (0.5/0.5, default) or linear (forward trusted near the first frame, backward near the last).")] = None,

@@ -92,7 +92,7 @@ def t2v(
     cfg_truncate_steps: Annotated[int, typer.Option("--cfg-truncate-steps", min=0, rich_help_panel="CFG truncation", help="The last N steps use the conditional prediction only (one forward per evaluation).")] = 0,
     cfg_truncate_high_noise_steps: Annotated[int, typer.Option("--cfg-truncate-high-noise-steps", min=0, rich_help_panel="CFG truncation", help="The last M steps of the high-noise expert use the conditional prediction only.")] = 0,
     half_frame: Annotated[bool, typer.Option("--half-frame", rich_help_panel=HALF_FRAME, help="High-noise phase on ceil(T/2) latent frames, completed to T at the switch.")] = False,
-    completion: Annotated[Optional[str], typer.Option("--completion", rich_help_panel=HALF_FRAME, show_default=False, help="How --half-frame completes the frames: renoise (default), repeat or interpolate.")] = None,
+    completion: Annotated[Optional[str], typer.Option("--completion", rich_help_panel=HALF_FRAME, show_default=False, help="How --half-frame completes the frames: renoise (default: keeps every frame at the switch's noise level), repeat or interpolate (on the toy models interpolate and repeat land nearer the full run than renoise: benchmarks/RESULTS.md).")] = None,
     half_frame_until: Annotated[Optional[float], typer.Option("--half-frame-until", rich_help_panel=HALF_FRAME, show_default=False, help="The noise level at which to complete the frames (needed for ti2v-5b; A14B: default the expert switch).")] = None,
     cfg_batch: CfgBatchOpt = False,
     device: DeviceOpt = None,

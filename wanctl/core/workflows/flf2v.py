@@ -67,17 +67,26 @@ class BidirectionalVelocity:
     """v(x, s) = w * v_forward(x) + (1 - w) * flip(v_backward(flip(x))), per latent frame.
 
     ``passes`` is one model over the batch [x, flip(x)] (both conditions, batched), or two
-    models (forward, backward) called one after the other. ``weights`` live on the device."""
+    models (forward, backward) called one after the other. ``weights`` live on the device.
+
+    ``fuse_above``: below this noise level the forward velocity alone is used (an experiment of
+    benchmarks/quality.py, not a CLI option: the run plan does not know about it, so with batched
+    passes the backward half is still computed there and thrown away)."""
 
     passes: tuple
     weights: "torch.Tensor"
+    fuse_above: float = 0.0
 
     def __call__(self, x: "torch.Tensor", s: float) -> "torch.Tensor":
         import torch
 
+        if s < self.fuse_above and len(self.passes) == 2:
+            return self.passes[0](x, s)
         xb = torch.flip(x, dims=[2])
         if len(self.passes) == 1:
             vf, vb = self.passes[0](torch.cat([x, xb]), s).chunk(2)
+            if s < self.fuse_above:
+                return vf
         else:
             vf, vb = self.passes[0](x, s), self.passes[1](xb, s)
         return self.weights * vf + (1.0 - self.weights) * torch.flip(vb, dims=[2])
@@ -102,6 +111,7 @@ def run_flf2v(
     reverse_rope: bool = False,
     fusion: str = "uniform",
     progress: Callable[[int], None] | None = None,
+    fuse_above: float = 0.0,
 ) -> FLF2VResult:
     """Denoise ``noise`` (1, 16, T, h, w) into an FLF2V latent along ``plan``."""
     import torch
@@ -130,7 +140,7 @@ def run_flf2v(
     else:
         passes = (VelocityModel(bundle, state, emb, fwd, neg),
                   VelocityModel(bundle, state, emb, bwd, neg, rope_reverse=(reverse_rope,)))
-    out = execute(plan, BidirectionalVelocity(passes, weights), noise.to(device), state, on_step=tick)
+    out = execute(plan, BidirectionalVelocity(passes, weights, fuse_above), noise.to(device), state, on_step=tick)
     return FLF2VResult(out, state)
 
 

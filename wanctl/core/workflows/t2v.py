@@ -58,8 +58,13 @@ def complete_frames(
     x0: "torch.Tensor | None" = None,
     s: float | None = None,
     seed: int | None = None,
+    correlation: float = 0.0,
 ) -> "torch.Tensor":
-    """Complete a (B, C, H, h, w) half-length latent to T frames (see the module docstring)."""
+    """Complete a (B, C, H, h, w) half-length latent to T frames (see the module docstring).
+
+    ``correlation`` (renoise only; 0 = independent noise, what the CLI runs): the inserted frame's
+    noise is that share of its neighbours' implied noise (x - (1 - s) x0) / s, averaged and
+    rescaled, plus fresh noise for the rest; benchmarks/quality.py measures it."""
     import torch
 
     H = x.shape[2]
@@ -84,7 +89,12 @@ def complete_frames(
             # predictions are on-distribution; calibrated here so that it holds for any model)
             target = 0.5 * (var_x[:, :, a] + var_x[:, :, b])
             amp = (target - signal.var(dim=(2, 3))).clamp(min=0).sqrt()[..., None, None]
-            slots.append(signal + amp * fresh[:, :, j])
+            noise = fresh[:, :, j]
+            if correlation:
+                implied = 0.5 * (x[:, :, a] - (1.0 - s) * x0[:, :, a] + x[:, :, b] - (1.0 - s) * x0[:, :, b]) / s
+                implied = implied / implied.std(dim=(2, 3), keepdim=True).clamp(min=1e-6)
+                noise = correlation * implied + (1.0 - correlation**2) ** 0.5 * noise
+            slots.append(signal + amp * noise)
         return torch.stack(slots, dim=2)
     raise BadInputError(f"unknown completion {mode!r}")
 
