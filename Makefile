@@ -33,6 +33,9 @@ DEMO_MODEL ?= toy-ti2v-5b
 DEMO_STEPS ?= 30
 DEMO_GUIDANCE ?= 2.5
 SRC_PROMPT := a red circle moving right on a black background
+# Then text-to-video on the A14B toy (both experts, the model's presets) and first-last-frame to
+# video from the source clip's first and last frames on the i2v toy.
+T2V_PROMPT ?= a blue square moving down on a white background
 demo: install
 	@mkdir -p $(OUT)/edits
 	$(BIN)/python -m wanctl.toy.assets $(OUT)/assets --demo
@@ -46,15 +49,20 @@ demo: install
 	$(WANCTL) decode $(OUT)/clip.latent.safetensors -o $(OUT)/clip.decoded.mp4 --force
 	$(WANCTL) decode $(OUT)/edits/green-square.safetensors -o $(OUT)/edits/green-square.mp4 --force
 	$(WANCTL) decode $(OUT)/edits/yellow-triangle.safetensors -o $(OUT)/edits/yellow-triangle.mp4 --force
+	$(WANCTL) t2v -m toy-t2v-a14b -p "$(T2V_PROMPT)" --seed 1 -o $(OUT)/t2v.safetensors --decode $(OUT)/t2v.mp4 --force
+	$(WANCTL) flf2v -m toy-i2v-a14b -i $(OUT)/assets/first.png -l $(OUT)/assets/last.png -p "$(SRC_PROMPT)" --seed 1 \
+		-o $(OUT)/flf2v.safetensors --decode $(OUT)/flf2v.mp4 --force
 	$(BIN)/python -m wanctl.toy.compare $(OUT)/side-by-side.png $(OUT)/assets/clip.mp4 $(OUT)/clip.decoded.mp4 \
-		$(OUT)/edits/green-square.mp4 $(OUT)/edits/yellow-triangle.mp4
+		$(OUT)/edits/green-square.mp4 $(OUT)/edits/yellow-triangle.mp4 $(OUT)/t2v.mp4 $(OUT)/flf2v.mp4
 	@echo
 	@echo "demo outputs in $(OUT)/ (model $(DEMO_MODEL)):"
 	@echo "  source clip        $(OUT)/assets/clip.mp4"
 	@echo "  latent / noise     $(OUT)/clip.latent.safetensors, $(OUT)/clip.noise.safetensors   (wanctl info FILE)"
 	@echo "  decoded source     $(OUT)/clip.decoded.mp4"
 	@echo "  edited videos      $(OUT)/edits/green-square.mp4, $(OUT)/edits/yellow-triangle.mp4"
-	@echo "  side by side       $(OUT)/side-by-side.png  (rows: source, decoded source, two edits; every 4th frame)"
+	@echo "  text-to-video      $(OUT)/t2v.mp4  (toy-t2v-a14b: $(T2V_PROMPT))"
+	@echo "  first-last frame   $(OUT)/flf2v.mp4  (toy-i2v-a14b, from the source's first and last frames)"
+	@echo "  side by side       $(OUT)/side-by-side.png  (rows: source, decoded source, two edits, t2v, flf2v; every 4th frame)"
 
 test: install
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)

@@ -2,7 +2,8 @@
 
 OUTDIR/clip.mp4 (the example clip) and OUTDIR/targets/*.png (first frames for the edit
 workflow). The default is a 128x96 clip of two shapes; ``--demo`` writes the 64x64 one-shape clip
-the toy models were trained for. Deterministic; nothing is downloaded.
+the toy models were trained for, and its first and last frames as OUTDIR/first.png and
+OUTDIR/last.png (the flf2v demo). Deterministic; nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ def write_assets(out: str | Path, force: bool = False, demo: bool = False) -> di
             for f in frames:
                 w.write(f)
     targets = demo_targets(clip.width) if demo else target_frames(clip.width, clip.height)
+    ends = {"first": (out / "first.png", frames[0]), "last": (out / "last.png", frames[-1])} if demo else {}
+    for name, (p, img) in ends.items():
+        paths[name] = p
+        if force or not p.exists():
+            save_image(str(p), img, force=True)
     for name, img in targets.items():
         p = out / "targets" / f"{name}.png"
         paths[name] = p

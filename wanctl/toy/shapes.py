@@ -29,6 +29,15 @@ BACKGROUNDS: dict[str, tuple[int, int, int]] = {
 }
 SHAPES = ("circle", "square", "triangle")
 DIRECTIONS: dict[str, tuple[float, float]] = {"right": (1, 0), "left": (-1, 0), "up": (0, -1), "down": (0, 1)}
+# (colour, shape, direction) combinations the toy DiTs never see in training (wanctl.toy.train
+# redraws a clip that has one): benchmarks/quality.py measures prompt adherence on captions made of
+# them, so adherence there is generalization to new combinations, not recall of training captions.
+# Each shape appears 4 times, each direction 3 times, every colour but white once or twice.
+HELD_OUT: tuple[tuple[str, str, str], ...] = (
+    ("red", "circle", "up"), ("green", "square", "left"), ("blue", "triangle", "up"), ("yellow", "circle", "down"),
+    ("orange", "square", "up"), ("purple", "triangle", "right"), ("cyan", "circle", "left"), ("red", "triangle", "down"),
+    ("green", "circle", "right"), ("blue", "square", "right"), ("yellow", "triangle", "left"), ("purple", "square", "down"),
+)
 
 
 @dataclass
@@ -40,6 +49,9 @@ class Shape:
     size: float  # radius (circle) / half side (square) / circumradius (triangle), pixels
     x: float  # start centre
     y: float
+
+    def combination(self) -> tuple[str, str, str]:
+        return self.color, self.shape, self.direction
 
     def center(self, t: int) -> tuple[float, float]:
         dx, dy = DIRECTIONS[self.direction]
@@ -78,7 +90,7 @@ def _coverage(shape: Shape, cx: float, cy: float, xs: np.ndarray, ys: np.ndarray
     raise ValueError(f"unknown shape {shape.shape!r}")
 
 
-def _background(clip: Clip) -> np.ndarray:
+def background(clip: Clip) -> np.ndarray:
     top = np.array(BACKGROUNDS.get(clip.background, COLORS.get(clip.background, (0, 0, 0))), dtype=np.float32)
     if clip.gradient is None:
         return np.broadcast_to(top, (clip.height, clip.width, 3)).copy()
@@ -89,7 +101,7 @@ def _background(clip: Clip) -> np.ndarray:
 
 def render_frame(clip: Clip, t: int, ss: int = 4) -> np.ndarray:
     """One frame as uint8 (H, W, 3)."""
-    img = _background(clip)
+    img = background(clip)
     off = (np.arange(ss, dtype=np.float32) + 0.5) / ss
     ys = (np.arange(clip.height, dtype=np.float32)[:, None] + off[None, :]).reshape(-1)
     xs = (np.arange(clip.width, dtype=np.float32)[:, None] + off[None, :]).reshape(-1)

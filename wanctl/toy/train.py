@@ -1,4 +1,9 @@
-"""Train the toy models on synthetic shape clips, on a 2-core CPU, in about 70 minutes.
+"""Train the toy models on synthetic shape clips, on a 2-core CPU, in about 2 hours.
+
+Shipped from this recipe: toy-ti2v-5b (its lane, 116 minutes). toy-t2v-a14b / toy-i2v-a14b still
+ship from the stop-19 recipe (this file at commit 6d20fd2): this recipe's Wan2.1 lane, run once,
+gave a worse VAE (17.5 against 21.7 dB: 180 whole-clip steps do not undo the drift of 5-frame
+training; benchmarks/RESULTS.md), so its weights were not committed.
 
     python -m wanctl.toy.train OUT_DIR              # everything (the committed weights)
     python -m wanctl.toy.train OUT_DIR --quick      # a few steps of every stage (pipeline check)
@@ -9,24 +14,32 @@ single-threaded lanes side by side (vae22 -> vae22full -> data22 -> ti2v and vae
 -> data21 -> i2v), then ``assemble``:
 
 1. ``vae21`` / ``vae22``: a small AutoencoderKLWan of each VAE type (Wan2.1: z 16, stride 8;
-   Wan2.2: z 48, 2x2 patchify, stride 16), trained on random 9-frame windows of the clips
-   to reconstruct from the posterior mean, L1 + L2 with shape pixels weighted 10x; then
+   Wan2.2: z 48, 2x2 patchify, stride 16), trained on random 5-frame 32x32 crops of the clips
+   (2 latent frames; a convolutional VAE learns shapes from crops at a fraction of a whole clip's
+   cost) to reconstruct from the posterior mean, L1 + L2 with shape pixels weighted 10x; then
    ``vae21full`` / ``vae22full`` fine-tune it on whole 17-frame clips (the causal VAE's chunk
    caches make it recurrent in time; see train_vae). Afterwards the per-channel latent mean / std
    are measured and written into the VAE config (``latents_mean`` / ``latents_std``), so
    wanctl's normalization makes toy latents unit-variance like the real ones.
 2. ``data22`` / ``data21``: a fixed set of 17-frame 64x64 clips with captions (the same clips for
-   both), encoded by each VAE (posterior mean, normalized); for i2v also the encoded condition
+   both), none showing a combination of shapes.HELD_OUT, encoded by each VAE (posterior mean,
+   normalized), with the latent pixels the shapes cover; for i2v also the encoded condition
    videos [first, 0...] and [first, 0..., last]; captions through the (random, fixed) tiny umT5.
 3. ``ti2v``: a Wan DiT (48 channels) trained by flow matching, half the time in image mode
    (latent frame 0 clean with timestep 0 on its tokens, no loss there) and half in text mode.
-4. ``i2v``: a Wan DiT (36 -> 16 channels) trained with the i2v condition: first frame (60%),
-   first + last frame (25%), or the condition dropped to zeros (15%). Because dropped condition
+4. ``i2v``: a Wan DiT (36 -> 16 channels) trained with the i2v condition: first frame (35%),
+   first + last frame (25%), or the condition dropped to zeros (40%). Because dropped condition
    channels are exactly zero, a t2v DiT is this network with the patch embedding's first 16
    input channels: ``i2v(cat[x, 0]) == t2v(x)`` (exact math; tested to float rounding), so ``toy-t2v-a14b`` is derived,
    not trained. Both A14B experts share the network (the toys are not MoE-trained).
+   Both DiTs weight the loss of latent pixels covering a shape 10x (shapes are a few percent of
+   the pixels; unweighted, a DiT learns the backgrounds and leaves the shapes for last) and ship
+   the exponential moving average of their weights.
 5. ``assemble``: the three diffusers-layout folders in fp16 with a model card and loss log.
 
+The random tiny umT5 stays frozen: its word-level tokenizer gives every caption word its own
+token, and a colour / shape / direction word changes its token's embedding by more than the
+embedding's norm, so the DiT's cross-attention can tell captions apart without training it.
 Captions are dropped 10% of the time (half to "", half to the official negative prompt, so the
 default negative prompt acts as the unconditional branch). Timesteps: u ~ U(0, 1) shifted by 3,
 t = int(1000 s) as at inference. Fixed seeds throughout; results vary only by CPU float order.
@@ -54,28 +67,33 @@ TOY_PRESETS = {"steps": 30, "frames": FRAMES, "fps": FPS, "sizes": [[SIZE, SIZE]
 # sizes only: the architecture's fixed fields come from families.dit_config / vae_config
 DIT_SIZES = dict(num_attention_heads=4, attention_head_dim=32, text_dim=32, freq_dim=64, ffn_dim=512, num_layers=4,
                  rope_max_seq_len=64)
-VAE_SIZES = dict(base_dim=8, decoder_base_dim=12, dim_mult=[1, 2, 2, 2], num_res_blocks=1, attn_scales=[])
+VAE_SIZES = dict(base_dim=12, decoder_base_dim=16, dim_mult=[1, 2, 2, 2], num_res_blocks=1, attn_scales=[])
+VAE_WINDOW, VAE_CROP = 5, 32  # phase 1 trains on random 5-frame 32x32 crops of the clips (see train_vae)
 VAE_KINDS = ("wan2.1", "wan2.2")
+SHAPE_WEIGHT = 10.0  # loss weight of shape pixels against background pixels (VAEs and DiTs)
+EMA_DECAY = 0.999
+COND_FIRST, COND_BOTH = 0.35, 0.25  # i2v condition mix: first frame, first + last, the rest none
 
 
 @dataclass
 class Budget:
     """Steps per stage; --scale multiplies them (the full run is scale 1)."""
 
-    vae21: int = 1500
-    vae22: int = 2000
-    vae21_full: int = 350
-    vae22_full: int = 500
-    clips: int = 1000
-    ti2v: int = 3500
+    vae21: int = 2400
+    vae22: int = 4500
+    vae21_full: int = 180
+    vae22_full: int = 280
+    clips: int = 1500
+    ti2v: int = 5000
     i2v: int = 1800
-    batch_vae: int = 4
+    batch_vae: int = 8
+    batch_vae_full: int = 2
     batch_dit: int = 32
 
     def scaled(self, k: float) -> "Budget":
         from dataclasses import replace
 
-        steps = {f: max(2, int(round(v * k))) for f, v in vars(self).items() if not f.startswith("batch_")}
+        steps = {f: max(40, int(round(v * k))) for f, v in vars(self).items() if not f.startswith("batch_")}
         return replace(self, **steps)
 
 
@@ -91,18 +109,26 @@ class Log:
         print(json.dumps(rec), flush=True)
 
 
-def _clip_batch(rng: random.Random, n: int, frames: int = FRAMES, size: int = SIZE, masks: bool = False):
+def _clip_batch(rng: random.Random, n: int, frames: int = FRAMES, size: int = SIZE, masks: bool = False,
+                held_out: bool = False, window: tuple[int, int] | None = None):
     """n random clips (B, T, H, W, 3) uint8 and their captions; with masks=True also where the
-    shapes are (B, T, H, W) bool, from the difference to the clip's background alone."""
-    from dataclasses import replace
+    shapes are (B, T, H, W) bool, from the difference to the clip's background alone. With
+    held_out=True a clip showing one of shapes.HELD_OUT's combinations is redrawn (the DiT data).
+    window=(t0, t1) renders only frames t0 .. t1 - 1 of each clip (rendering is most of a small
+    VAE step's time otherwise)."""
+    from wanctl.toy.shapes import HELD_OUT, background, random_clip, render_frame
 
-    from wanctl.toy.shapes import random_clip, render
-
-    clips = [random_clip(rng.randrange(1 << 30), size, size, frames, n_shapes=rng.choice([1, 1, 2])) for _ in range(n)]
-    videos = np.stack([render(c) for c in clips])
+    clips = []
+    while len(clips) < n:
+        clip = random_clip(rng.randrange(1 << 30), size, size, frames, n_shapes=rng.choice([1, 1, 2]))
+        if held_out and any(s.combination() in HELD_OUT for s in clip.shapes):
+            continue
+        clips.append(clip)
+    t0, t1 = window or (0, frames)
+    videos = np.stack([np.stack([render_frame(c, t) for t in range(t0, t1)]) for c in clips])
     if not masks:
         return videos, [c.caption() for c in clips]
-    bg = np.stack([render(replace(c, shapes=[])) for c in clips])
+    bg = np.stack([np.clip(background(c) + 0.5, 0, 255).astype(np.uint8) for c in clips])[:, None]
     fg = np.abs(videos.astype(np.int16) - bg.astype(np.int16)).max(axis=-1) > 12
     return videos, [c.caption() for c in clips], fg
 
@@ -122,7 +148,7 @@ def vae_dir(work: Path, kind: str) -> Path:
 
 
 def train_vae(kind: str, steps: int, batch: int, work: Path, log: Log, seed: int, stop_after: int = 0,
-              full: bool = False) -> Path | None:
+              full: bool = False, window: int = 9, crop: int = SIZE) -> Path | None:
     """Phase 1 (full=False): from scratch on random 9-frame windows (3 latent frames), cheap.
     Phase 2 (full=True): fine-tune phase 1 on whole 17-frame clips. The causal VAE carries
     feature caches from chunk to chunk, so it is recurrent in time: trained on 3 latent frames
@@ -137,26 +163,28 @@ def train_vae(kind: str, steps: int, batch: int, work: Path, log: Log, seed: int
     rng = random.Random(seed)
     if full:
         vae = AutoencoderKLWan.from_pretrained(str(work / f"vae-{kind}"))
-        window, lr, stage = FRAMES, 5e-4, f"vae-{kind}-full"
+        window, crop, lr, stage = FRAMES, SIZE, 5e-4, f"vae-{kind}-full"
     else:
         vae = AutoencoderKLWan(**vae_config(kind, **VAE_SIZES))
-        window, lr, stage = 9, 2e-3, f"vae-{kind}"
+        lr, stage = 2e-3, f"vae-{kind}"
     vae.train()
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
     avg = favg = None
     for step in range(1, steps + 1):
-        clips, _, shapes = _clip_batch(rng, batch, masks=True)
         t0 = rng.randrange(0, FRAMES - window + 1)  # a random window of a full clip
-        x = _to_pixels(clips)[:, :, t0 : t0 + window]
-        fg = torch.from_numpy(shapes[:, None, t0 : t0 + window]).float()  # (B, 1, window, H, W)
+        clips, _, shapes = _clip_batch(rng, batch, masks=True, window=(t0, t0 + window))
+        y0, x0 = rng.randrange(0, SIZE - crop + 1), rng.randrange(0, SIZE - crop + 1)  # and a random crop of it
+        win = (slice(None), slice(None), slice(None), slice(y0, y0 + crop), slice(x0, x0 + crop))
+        x = _to_pixels(clips)[win]
+        fg = torch.from_numpy(shapes[:, None]).float()[win]  # (B, 1, window, crop, crop)
         post = vae.encode(x).latent_dist
         # decode the posterior mean: a near-deterministic autoencoder learns the shapes far faster
         # on a CPU budget than one decoding noisy samples (the KL term only keeps latents bounded)
         y = vae.decode(post.mode()).sample
         # shapes cover a few percent of the pixels: weight them so the background does not win
         # (without this the VAE learns backgrounds and grey blobs: the shapes' colour comes last)
-        w = 1.0 + 9.0 * fg
+        w = 1.0 + (SHAPE_WEIGHT - 1.0) * fg
         rec = (y - x).abs()
         loss = (rec * w).mean() + ((y - x) ** 2 * w).mean() + 1e-6 * post.kl().mean()
         opt.zero_grad()
@@ -207,12 +235,14 @@ def build_data(work: Path, kind: str, n: int, seed: int, log: Log) -> Path:
         return out
     rng = random.Random(seed)
     vae = AutoencoderKLWan.from_pretrained(str(vae_dir(work, kind))).eval()
-    lat, cond_first, cond_both, captions = [], [], [], []
+    stride = 16 if kind == "wan2.2" else 8
+    lat, masks, cond_first, cond_both, captions = [], [], [], [], []
     with torch.inference_mode():
         for start in range(0, n, 16):
-            clips, caps = _clip_batch(rng, min(16, n - start))
+            clips, caps, fg = _clip_batch(rng, min(16, n - start), masks=True, held_out=True)
             x = _to_pixels(clips)
             lat.append(normalize(vae.encode(x).latent_dist.mode(), vae).half())
+            masks.append(latent_mask(torch.from_numpy(fg), stride))
             if kind == "wan2.1":
                 # the i2v condition videos [first, 0..., (last)] (0 is mid-gray), as conditioning.py builds them
                 video = torch.zeros_like(x)
@@ -223,7 +253,7 @@ def build_data(work: Path, kind: str, n: int, seed: int, log: Log) -> Path:
             captions += caps
             if (start // 16) % 20 == 0:
                 log(f"data-{kind}", start + len(caps), clips=start + len(caps))
-    data = {"latents": torch.cat(lat), "captions": captions,
+    data = {"latents": torch.cat(lat), "shape_masks": torch.cat(masks), "captions": captions,
             "embeddings": _caption_embeddings(work, sorted(set(captions)) + ["", DEFAULT_NEGATIVE_PROMPT], kind)}
     if kind == "wan2.1":
         data.update(cond_first=torch.cat(cond_first), cond_both=torch.cat(cond_both))
@@ -231,6 +261,19 @@ def build_data(work: Path, kind: str, n: int, seed: int, log: Log) -> Path:
     torch.save(data, tmp)
     tmp.replace(out)
     return out
+
+
+def latent_mask(fg, stride: int):
+    """Pixel shape masks (B, T, H, W) bool -> (B, T_latent, H / stride, W / stride) bool: a latent
+    pixel is a shape pixel when any pixel of the frames and the square it encodes is (latent frame 0
+    encodes frame 0, latent frame k > 0 frames 4k-3 .. 4k, as the causal VAE groups them)."""
+    import torch
+    import torch.nn.functional as F
+
+    b, t, h, w = fg.shape
+    groups = [fg[:, :1]] + [fg[:, 4 * k - 3 : 4 * k + 1] for k in range(1, (t - 1) // 4 + 1)]
+    per_frame = torch.stack([g.any(dim=1) for g in groups], dim=1).float()  # (B, T_latent, H, W)
+    return F.max_pool2d(per_frame.flatten(0, 1)[:, None], stride)[:, 0].view(b, len(groups), h // stride, w // stride) > 0
 
 
 def _caption_embeddings(work: Path, prompts: list[str], lane: str) -> dict:
@@ -301,12 +344,16 @@ def train_dit(family: str, steps: int, batch: int, work: Path, log: Log, seed: i
     ti2v = family == "ti2v"
     data = torch.load(work / f"data-{'wan2.2' if ti2v else 'wan2.1'}.pt")
     lat = data["latents"].float()
+    # shapes cover a few latent pixels: their flow-matching error counts SHAPE_WEIGHT times, or the
+    # DiT learns backgrounds first and the shapes (what the prompt is about) last
+    pixel_weight = 1.0 + (SHAPE_WEIGHT - 1.0) * data["shape_masks"].float()[:, None]  # (N, 1, T, h, w)
     n = lat.shape[0]
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     rng = random.Random(seed)
     cfg = dit_config(**DIT_SIZES, in_channels=48 if ti2v else 36, out_channels=48 if ti2v else 16)
     dit = WanTransformer3DModel(**cfg)
+    ema = EMA(dit)
     opt = torch.optim.AdamW(dit.parameters(), lr=1e-3, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=steps, pct_start=0.05)
     avg = None
@@ -321,7 +368,7 @@ def train_dit(family: str, steps: int, batch: int, work: Path, log: Log, seed: i
         xs = (1 - sv) * x0 + sv * eps
         target = eps - x0
         text = _text_batch(data, idx, rng)
-        weight = torch.ones(batch, 1, T, 1, 1)
+        weight = pixel_weight[idx].clone()
         if ti2v:
             image = torch.rand(batch, generator=gen) < 0.5
             xs[image, :, 0] = x0[image, :, 0]  # pinned clean first frame
@@ -332,8 +379,9 @@ def train_dit(family: str, steps: int, batch: int, work: Path, log: Log, seed: i
         else:
             r = torch.rand(batch, generator=gen)
             cond = torch.zeros(batch, 20, T, h, w)
-            first = r < 0.60
-            both = (r >= 0.60) & (r < 0.85)
+            # t2v (toy-t2v-a14b is this network with the condition at zero) gets the largest share
+            first = r < COND_FIRST
+            both = (r >= COND_FIRST) & (r < COND_FIRST + COND_BOTH)
             for mask_idx, key, last in ((first, "cond_first", False), (both, "cond_both", True)):
                 if mask_idx.any():
                     from wanctl.core.sampling.conditioning import i2v_mask
@@ -343,19 +391,40 @@ def train_dit(family: str, steps: int, batch: int, work: Path, log: Log, seed: i
             inp = torch.cat([xs, cond], dim=1)
             ts = t
         pred = dit(hidden_states=inp, timestep=ts, encoder_hidden_states=text, return_dict=False)[0]
-        loss = (((pred - target) ** 2) * weight).sum() / (weight.sum() * pred.shape[1] * h * w)
+        loss = (((pred - target) ** 2) * weight).sum() / (weight.sum() * pred.shape[1])
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(dit.parameters(), 1.0)
         opt.step()
         sched.step()
+        ema.update(dit, step)
         avg = loss.item() if avg is None else 0.98 * avg + 0.02 * loss.item()
         if step % 100 == 0 or step == steps:
             log(f"dit-{family}", step, loss=avg)
         if step == stop_after:
             return None
+    ema.copy_to(dit)  # the averaged weights are the ones shipped
     dit.eval().save_pretrained(str(out), safe_serialization=True)
     return out
+
+
+class EMA:
+    """Exponential moving average of a model's weights, decay warming up as (1 + k) / (10 + k) to
+    EMA_DECAY: sampling from the average is smoother than from the last noisy step."""
+
+    def __init__(self, model):
+        self.shadow = {k: v.detach().clone().float() for k, v in model.state_dict().items()}
+
+    def update(self, model, step: int) -> None:
+        import torch
+
+        d = min(EMA_DECAY, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for k, v in model.state_dict().items():
+                self.shadow[k].mul_(d).add_(v.detach().float(), alpha=1 - d)
+
+    def copy_to(self, model) -> None:
+        model.load_state_dict({k: v.to(model.state_dict()[k].dtype) for k, v in self.shadow.items()})
 
 
 def t2v_from_i2v(i2v):
@@ -387,14 +456,19 @@ moving left, right, up or down over plain or gradient backgrounds, with captions
 
 | component | what | parameters |
 |---|---|---|
-| vae | AutoencoderKLWan, {vae} type (base 8, decoder base 12), 9-frame windows, then whole clips; L1 + L2 (shapes x10) | {vae_params:,} |
+| vae | AutoencoderKLWan, {vae} type (base {vae_base}, decoder base {vae_dec}), random {window}-frame {crop}x{crop} crops, then whole clips; L1 + L2 (shape pixels x{shape_weight:g}) | {vae_params:,} |
 | transformer{experts} | WanTransformer3DModel, dim 128 (4 heads x 32), 4 layers, ffn 512 | {dit_params:,} |
 | text_encoder | umT5 encoder, d_model 32, random and frozen (seed {seed}) | {te_params:,} |
 
 Training: flow matching (x_s = (1-s) x0 + s eps, target eps - x0), s = shift-3 of U(0, 1),
-t = int(1000 s), AdamW with one-cycle LR, batch {batch}, {dit_steps} steps, fixed seeds.
+t = int(1000 s), latent pixels covering a shape weighted x{shape_weight:g} in the loss, AdamW with
+one-cycle LR, batch {batch}, {dit_steps} steps on {clips} clips, fixed seeds; the shipped weights are
+the exponential moving average (decay {ema}) of the trained ones.
 {conditioning}
-Captions were dropped 10% of the time (to "" or to the official negative prompt).
+Captions were dropped 10% of the time (to "" or to the official negative prompt). No training
+clip shows one of the 12 (colour, shape, direction) combinations of `wanctl.toy.shapes.HELD_OUT`:
+benchmarks/quality.py measures prompt adherence on those.
+Trained on: {machine}.
 
 Final losses (exponential moving average; the full log is `train_log.jsonl`):
 {losses}
@@ -440,14 +514,17 @@ def assemble(work: Path, dest: Path, log_path: Path, budget: Budget, seed: int) 
         stage = "dit-ti2v" if family == "ti2v-5b" else "dit-i2v"
         cond = {
             "ti2v-5b": "Half the samples in image mode (latent frame 0 clean, timestep 0 on its tokens, no loss there), half text-only.",
-            "i2v-a14b": "i2v condition: first frame 60%, first + last frame 25%, dropped to zeros 15%. Both experts share the network.",
+            "i2v-a14b": f"i2v condition: first frame {COND_FIRST:.0%}, first + last frame {COND_BOTH:.0%}, dropped to zeros "
+                        f"{1 - COND_FIRST - COND_BOTH:.0%}. Both experts share the network.",
             "t2v-a14b": "Derived exactly from toy-i2v-a14b (trained with condition dropout to zeros): the patch embedding's first 16 input channels. Both experts share the network.",
         }[family]
         card = MODEL_CARD.format(
             name=name, family=family, family_title=family.upper(), minutes=minutes, vae=vae_kind,
             vae_params=sum(p.numel() for p in vaes[vae_kind].parameters()),
             dit_params=sum(p.numel() for p in dit.parameters()), experts=" / transformer_2" if len(experts) == 2 else "",
-            te_params=te_params, seed=seed, batch=budget.batch_dit,
+            te_params=te_params, seed=seed, batch=budget.batch_dit, vae_base=VAE_SIZES["base_dim"],
+            vae_dec=VAE_SIZES["decoder_base_dim"], window=VAE_WINDOW, crop=VAE_CROP, shape_weight=SHAPE_WEIGHT,
+            clips=budget.clips, ema=EMA_DECAY, machine=_machine(),
             dit_steps=budget.ti2v if family == "ti2v-5b" else budget.i2v, conditioning=cond,
             losses="\n".join(f"- {k}: {v:.4f}" for k, v in losses.items() if k.startswith(("vae-" + vae_kind, stage))),
             mult=32 if family == "ti2v-5b" else 16,
@@ -455,6 +532,14 @@ def assemble(work: Path, dest: Path, log_path: Path, budget: Budget, seed: int) 
         (out / "MODEL_CARD.md").write_text(card)
         made.append(out)
     return made
+
+
+def _machine() -> str:
+    import platform
+
+    import torch
+
+    return f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), torch {torch.__version__}"
 
 
 def _drop_machine_paths(folder: Path) -> None:
@@ -559,13 +644,14 @@ def main(argv: list[str] | None = None) -> None:
         budget.clips = 32
     log = Log(work / "train_log.jsonl")
     if "vae21" in stages:
-        train_vae("wan2.1", budget.vae21, budget.batch_vae, work, log, a.seed, a.stop_after)
+        train_vae("wan2.1", budget.vae21, budget.batch_vae, work, log, a.seed, a.stop_after, window=VAE_WINDOW, crop=VAE_CROP)
     if "vae22" in stages:
-        train_vae("wan2.2", budget.vae22, budget.batch_vae, work, log, a.seed + 1, a.stop_after)
+        train_vae("wan2.2", budget.vae22, budget.batch_vae, work, log, a.seed + 1, a.stop_after, window=VAE_WINDOW,
+                  crop=VAE_CROP)
     if "vae21full" in stages:
-        train_vae("wan2.1", budget.vae21_full, budget.batch_vae, work, log, a.seed + 5, a.stop_after, full=True)
+        train_vae("wan2.1", budget.vae21_full, budget.batch_vae_full, work, log, a.seed + 5, a.stop_after, full=True)
     if "vae22full" in stages:
-        train_vae("wan2.2", budget.vae22_full, budget.batch_vae, work, log, a.seed + 6, a.stop_after, full=True)
+        train_vae("wan2.2", budget.vae22_full, budget.batch_vae_full, work, log, a.seed + 6, a.stop_after, full=True)
     for kind, name in (("wan2.1", "data21"), ("wan2.2", "data22")):
         if name in stages:
             build_data(work, kind, budget.clips, a.seed + 2, log)
