@@ -181,7 +181,8 @@ def latent_artifact(toy: Toy, clip: Clip):
     return Artifact({"latents": lat, "first_frame": ff}, meta, path="bench"), frames
 
 
-def edit_and_roundtrip(quick: bool) -> dict:
+def edit_and_roundtrip(quick: bool, edit: bool = True, roundtrip: bool = True) -> dict:
+    """Section 1 (``edit``) and section 2 (``roundtrip``): one model load, either or both runs."""
     from wanctl.core.families import DEFAULT_NEGATIVE_PROMPT
     from wanctl.core.sampling.conditioning import build_condition
     from wanctl.core.sampling.executor import sample
@@ -194,7 +195,7 @@ def edit_and_roundtrip(quick: bool) -> dict:
     rows, summary = [], {}
     configs = [("conditional", "euler"), ("conditional", "midpoint"), ("conditional", "fireflow"),
                ("unconditional", "euler"), ("unconditional", "midpoint"), ("unconditional", "fireflow")]
-    for cond_mode, solver in configs:
+    for cond_mode, solver in configs if edit else []:
         errs, colors, shapes = [], [], []
         for seed in seeds:
             src = eval_clip(seed)
@@ -220,9 +221,12 @@ def edit_and_roundtrip(quick: bool) -> dict:
         rows.append([cond_mode, solver, spread(errs), f"{len(fin)}/{len(errs)}", f"{sum(colors)}/{len(colors)}",
                      f"{sum(shapes)}/{len(shapes)}", f"{sum(c and k for c, k in zip(colors, shapes))}/{len(colors)}"])
         summary[(cond_mode, solver)] = mean(errs)
-    print(f"\n1. edit by first frame, toy-ti2v-5b, {steps} steps, guidance 5, clips {seeds}")
-    print(table(["inversion", "solver", "path error px", "object found", "colour matches", "shape matches",
-                 "colour and shape"], rows))
+    if edit:
+        print(f"\n1. edit by first frame, toy-ti2v-5b, {steps} steps, guidance 5, clips {seeds}")
+        print(table(["inversion", "solver", "path error px", "object found", "colour matches", "shape matches",
+                     "colour and shape"], rows))
+    if not roundtrip:
+        return summary
 
     rt_rows = []
     rt_seeds = seeds[:3]
@@ -411,7 +415,7 @@ def main(argv: list[str]) -> None:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     t0 = time.time()
     vae = vae_roundtrip(a.quick) if 0 in sections else None
-    edits = edit_and_roundtrip(a.quick) if 1 in sections or 2 in sections else None
+    edits = edit_and_roundtrip(a.quick, 1 in sections, 2 in sections) if {1, 2} & sections else None
     flf = flf2v(a.quick) if 3 in sections else None
     half_frame(a.quick) if 4 in sections else None
     adh = adherence(a.quick) if 5 in sections else None
@@ -419,7 +423,7 @@ def main(argv: list[str]) -> None:
     if vae:
         headline("quality_vae_psnr_wan2_2", vae["wan2.2"])
         headline("quality_vae_psnr_wan2_1", vae["wan2.1"])
-    if edits:
+    if edits:  # empty when only section 2 ran
         headline("quality_edit_path_error_px", edits[("conditional", "euler")])
     if flf:
         headline("quality_flf2v_forward_last_frame_psnr", flf["forward-only"])
