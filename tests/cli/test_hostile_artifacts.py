@@ -92,6 +92,18 @@ def not_strings_metadata(path: Path) -> Path:
     return path
 
 
+def zarr_json_replaced(node: str, text: str):
+    """A good noise .zarr whose ``node`` (``""``: the root group) zarr.json is replaced by ``text``."""
+
+    def build(path: Path) -> Path:
+        store = path.with_suffix(".zarr")
+        good_noise(str(store))
+        (store / node / "zarr.json").write_text(text)
+        return store
+
+    return build
+
+
 HEADER_CASES = {
     "width-is-text": (edited(video__width="abc"), "video.width"),
     "width-negative": (edited(video__width=-64), "video.width"),
@@ -130,6 +142,19 @@ HEADER_CASES = {
     "first-frame-float": (with_tensors(latents=latents(), first_frame=torch.zeros(1, 3, 64, 64)), "first_frame"),
     "first-frame-wrong-size": (with_tensors(latents=latents(), first_frame=torch.zeros(1, 3, 32, 64, dtype=torch.uint8)), "first_frame"),
     "declared-shape-lies": (declared_shape_lies, "does not match the metadata"),
+    "declared-shape-a-number": (edited(tensors={"latents": {"shape": 5, "dtype": "float32"}}), "tensors.latents.shape"),
+    "declared-shape-null": (edited(tensors={"latents": {"shape": None}}), "tensors.latents.shape"),
+    "declared-tensor-not-an-object": (edited(tensors={"latents": 3}), "tensors.latents"),
+    "inputs-not-objects": (edited(provenance__inputs=[1, 2]), "provenance.inputs[0]"),
+    "input-sha256-a-number": (edited(provenance__inputs=[{"role": "source", "path": "a.mp4", "sha256": 5}]),
+                              "provenance.inputs[0].sha256"),
+    "loras-not-objects": (edited(model__loras=[1]), "model.loras[0]"),
+    "lora-strength-text": (edited(model__loras=[{"path": "l.safetensors", "sha256": "ab", "strength": "high"}]),
+                           "model.loras[0].strength"),
+    "zarr-json-a-list": (zarr_json_replaced("", "[1]"), "corrupt zarr.json"),
+    "zarr-attributes-text": (zarr_json_replaced("", '{"zarr_format": 3, "node_type": "group", "attributes": "s"}'),
+                             "corrupt zarr.json"),
+    "zarr-array-json-a-list": (zarr_json_replaced("latents", "[]"), "corrupt zarr.json"),
 }
 
 

@@ -68,3 +68,36 @@ def test_a_run_where_every_target_fails_leaves_no_new_folder(tmp_path, noise):
     r = _run(noise, m, tmp_path / "new" / "edits")
     assert_one_line_error(r, 3, "2 of 2 targets failed")
     assert not (tmp_path / "new").exists()
+
+
+T2V = ("-m", "tiny-t2v-a14b", "--frames", "5", "--size", "64x64", "--steps", "2")
+
+
+def test_manifest_seeds_outside_what_seed_takes_fail_their_row(tmp_path):
+    m = tmp_path / "m.csv"
+    m.write_text(f"prompt,seed,output\na cat,-1,a.safetensors\na dog,{2**64},b.safetensors\na cow,1.5,c.safetensors\n")
+    r = invoke("t2v", "--manifest", str(m), "-o", str(tmp_path / "out"), *T2V)
+    line = assert_one_line_error(r, 3, "3 failed")
+    for n, v in ((1, "-1"), (2, str(2**64)), (3, "1.5")):
+        assert f"manifest row {n}: seed must be an integer from 0 to 2^64-1, got '{v}'" in r.stderr
+    assert "manifest row" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.csv"]  # no output, no new folder
+
+
+@pytest.mark.parametrize("command", ["t2v", "flf2v"])
+def test_a_row_output_that_is_not_an_artifact_is_refused_naming_its_row(tmp_path, command):
+    _img(tmp_path / "a.png", 40)
+    m = tmp_path / "m.csv"
+    if command == "t2v":
+        m.write_text("prompt,output\nx,good.safetensors\ny,a.png\n")
+        modes = [(), ("--dry-run",)]  # --dry-run finds it too
+        args = T2V
+    else:
+        m.write_text("first_frame,last_frame,prompt,output\na.png,a.png,x,good.safetensors\na.png,a.png,y,a.mp4\n")
+        modes = [()]  # flf2v --manifest has no --dry-run
+        args = ("-m", "tiny-i2v-a14b", "--frames", "5", "--steps", "2")
+    for extra in modes:
+        r = invoke(command, "--manifest", str(m), "-o", str(tmp_path / "new" / "out"), *args, *extra)
+        assert_one_line_error(r, 3, "manifest row 2: output")
+        assert "must end in .safetensors or .zarr" in r.stderr
+        assert not (tmp_path / "new").exists() and not (tmp_path / "good.safetensors").exists()

@@ -94,6 +94,21 @@ def test_options_checked_before_any_work(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_number_lists_and_sizes_are_read_exactly(tmp_path, assets):
+    """A level left out of --sigmas is refused, not skipped; a size hint names the nearest size
+    (rounded, not floored); a start time that is not a finite number is refused before a frame is read."""
+    for bad in ("1,,0.5", "1,0.5,", ",1,0.5"):
+        assert_one_line_error(invoke("t2v", "-m", "tiny-t2v-a14b", "-p", "x", "--sigmas", bad, "--dry-run"), 3,
+                              "an empty value between commas")
+    assert_one_line_error(invoke("t2v", "-m", "tiny-t2v-a14b", "-p", "x", "--size", "63x72", "--dry-run"), 3,
+                          "(nearest: 64x80)")
+    for start in ("nan", "inf", "-1"):
+        out = tmp_path / "c.safetensors"
+        assert_one_line_error(invoke("encode", str(assets["clip"]), "-m", "tiny-t2v-a14b", "--start", start,
+                                     "-o", str(out)), 3, "--start must be a finite number >= 0")
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.fixture(scope="module")
 def dpm_noise(tmp_path_factory, assets):
     d = tmp_path_factory.mktemp("noise")

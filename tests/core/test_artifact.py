@@ -160,6 +160,12 @@ def test_validation_errors(tmp_path):
     with pytest.raises(BadInputError, match="NaN or infinite"):
         write_artifact(str(nan), make_artifact(value=float("nan")))  # the writer refuses them
     assert not nan.exists()
+    for suffix in (".safetensors", ".zarr"):  # and metadata that is not JSON (NaN), in either format
+        art = make_artifact()
+        art.meta["video"]["fps"] = float("nan")
+        with pytest.raises(BadInputError, match="metadata holds NaN"):
+            write_artifact(str(nan.with_suffix(suffix)), art)
+        assert not nan.with_suffix(suffix).exists()
     from safetensors import safe_open
     from safetensors.torch import save_file
 

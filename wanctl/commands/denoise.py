@@ -121,7 +121,7 @@ def denoise(
     from wanctl.core.io.artifact import check_output, check_output_file, output_format, read_artifact, write_artifact
     from wanctl.core.io.inputs import read_input
     from wanctl.core.models.bundle import open_bundle
-    from wanctl.core.files import created_folder
+    from wanctl.core.workflows.manifest import prepare_outputs
     from wanctl.core.shard import resolve_shard
     from wanctl.core.sampling.plan import with_parallel
     from wanctl.core.workflows import denoise as gen
@@ -147,16 +147,13 @@ def denoise(
         if multi and output is not None:
             if Path(output).suffix in (".safetensors", ".zarr") or output == "-":
                 raise BadInputError(f"{len(targets)} targets: -o must be a folder, not {output}")
-            if share.active and not dry_run:
-                # ranks share the folder: none removes it when its own rows fail
-                Path(output).mkdir(parents=True, exist_ok=True)
-            elif not dry_run:
-                cleanup.enter_context(created_folder(output))
-        if output is not None:
+            prepare_outputs(targets, output, shared=share.active or parallel is not None, force=force, dry_run=dry_run,
+                            cleanup=cleanup)
+        elif output is not None:
             for t in run:
                 if t.error:
                     continue
-                if multi or t.output != "-":
+                if t.output != "-":
                     output_format(t.output)
                     check_output_file(t.output, force)
                 else:

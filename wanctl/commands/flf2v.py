@@ -213,17 +213,18 @@ def _manifest_run(manifest: str, output: str, *, prompt, seed: int, shard, force
     """One video per manifest row (first_frame, last_frame, prompt, seed, output), this
     process's share of them (wanctl/core/shard.py), skipping outputs that exist when sharded.
     Each row is planned at its own first frame's size (unless --size); the model loads once."""
+    from contextlib import ExitStack
     from pathlib import Path
 
     from wanctl.core.errors import BadInputError
-    from wanctl.core.io.artifact import check_output_file, output_format, write_artifact
+    from wanctl.core.io.artifact import write_artifact
     from wanctl.core.io.video import fit_size, load_image
     from wanctl.core.models.bundle import open_bundle
     from wanctl.core.sampling.plan import with_parallel
     from wanctl.core.shard import resolve_shard
     from wanctl.core.workflows.denoise import noise_source
     from wanctl.core.workflows.flf2v import FLF2V_SHIFT, generate_flf2v, plan_flf2v
-    from wanctl.core.workflows.manifest import plan_rows
+    from wanctl.core.workflows.manifest import plan_rows, prepare_outputs
 
     if Path(output).suffix in (".safetensors", ".zarr") or output == "-":
         raise BadInputError(f"--manifest: -o must be a folder, not {output}")
@@ -231,52 +232,51 @@ def _manifest_run(manifest: str, output: str, *, prompt, seed: int, shard, force
     rows = plan_rows(manifest, columns=("first_frame", "last_frame", "prompt", "seed", "output"),
                      required=("first_frame", "last_frame"), prompt=prompt, output=output, allow_outside=allow_outside,
                      shard=share, force=force)
-    run = [r for r in rows if r.mine and not r.skipped and not r.error]
-    Path(output).mkdir(parents=True, exist_ok=True)  # shared by the ranks: never removed here
-    for r in run:
-        output_format(r.output)
-        check_output_file(r.output, force)
-    images = {}
-    for r in run:  # read before any model loads; an unreadable frame fails its row alone
-        notes: list[str] = []
-        try:
-            images[r.row] = tuple(load_image(r.paths[k], background=background, notices=notes)
-                                  for k in ("first_frame", "last_frame"))
-        except BadInputError as e:
-            r.error = e.message
-        for n in notes:
-            notice(n)
-    for r in rows:
-        if r.mine and r.error:
-            warn(f"{r.label}: {r.error}; skipping it")
-    run = [r for r in run if not r.error]
-    written = 0
-    if run:
-        opts = load()
-        bundle = open_bundle(model, family="i2v-a14b", notice=notice, options=opts)
-        shift = sampling.shift if sampling.shift is not None or sampling.sigmas is not None else FLF2V_SHIFT
-        for r in run:
-            first, last = images.pop(r.row)
-            wh = size or fit_size(first.shape[1], first.shape[0], bundle.family.size_multiple, None)
-            src = noise_source(bundle, None, seed=r.seed if r.seed is not None else seed, frames=frames, size=wh,
-                               steps=sampling.steps, shift=shift, grid=sampling.grid, sigmas=sampling.sigmas)
-            plan = plan_flf2v(bundle, src, solver=sampling.solver, guidance=sampling.guidance,
-                              guidance_low=sampling.guidance_low, negative_prompt=negative_prompt,
-                              bidirectional=bidirectional, cfg_batch=cfg_batch)
-            plan = with_parallel(plan, bundle.spec, opts.parallel, launched=True)
-            with progress("generating", plan.num_steps, "steps") as advance:
-                result, forwards = generate_flf2v(bundle, plan, src, first_frame=r.paths["first_frame"],
-                                                  last_frame=r.paths["last_frame"], first=first, last=last,
-                                                  prompt=r.prompt, mode=mode, reverse_rope=reverse_rope, fusion=fusion,
-                                                  progress=advance, notice=notice)
+    with ExitStack() as cleanup:  # a failed run leaves no new empty output folder
+        run = [r for r in rows if r.mine and not r.skipped and not r.error]
+        prepare_outputs(rows, output, shared=share.active or parallel is not None, force=force, dry_run=False,
+                        cleanup=cleanup)
+        images = {}
+        for r in run:  # read before any model loads; an unreadable frame fails its row alone
+            notes: list[str] = []
+            try:
+                images[r.row] = tuple(load_image(r.paths[k], background=background, notices=notes)
+                                      for k in ("first_frame", "last_frame"))
+            except BadInputError as e:
+                r.error = e.message
+            for n in notes:
+                notice(n)
+        for r in rows:
+            if r.mine and r.error:
+                warn(f"{r.label}: {r.error}; skipping it")
+        run = [r for r in run if not r.error]
+        written = 0
+        if run:
+            opts = load()
+            bundle = open_bundle(model, family="i2v-a14b", notice=notice, options=opts)
+            shift = sampling.shift if sampling.shift is not None or sampling.sigmas is not None else FLF2V_SHIFT
+            for r in run:
+                first, last = images.pop(r.row)
+                wh = size or fit_size(first.shape[1], first.shape[0], bundle.family.size_multiple, None)
+                src = noise_source(bundle, None, seed=r.seed if r.seed is not None else seed, frames=frames, size=wh,
+                                   steps=sampling.steps, shift=shift, grid=sampling.grid, sigmas=sampling.sigmas)
+                plan = plan_flf2v(bundle, src, solver=sampling.solver, guidance=sampling.guidance,
+                                  guidance_low=sampling.guidance_low, negative_prompt=negative_prompt,
+                                  bidirectional=bidirectional, cfg_batch=cfg_batch)
+                plan = with_parallel(plan, bundle.spec, opts.parallel, launched=True)
+                with progress("generating", plan.num_steps, "steps") as advance:
+                    result, forwards = generate_flf2v(bundle, plan, src, first_frame=r.paths["first_frame"],
+                                                      last_frame=r.paths["last_frame"], first=first, last=last,
+                                                      prompt=r.prompt, mode=mode, reverse_rope=reverse_rope, fusion=fusion,
+                                                      progress=advance, notice=notice)
+                if plan.parallel is not None and not plan.parallel.writes:
+                    continue  # --parallel: rank 0 writes
+                write_artifact(r.output, result, force=force)
+                written += 1
+                if as_json:
+                    emit_json({"output": r.output, "kind": "latent", "row": r.row, "prompt": r.prompt, "forwards": forwards})
+                else:
+                    info(f"wrote {r.output}")
             if plan.parallel is not None and not plan.parallel.writes:
-                continue  # --parallel: rank 0 writes
-            write_artifact(r.output, result, force=force)
-            written += 1
-            if as_json:
-                emit_json({"output": r.output, "kind": "latent", "row": r.row, "prompt": r.prompt, "forwards": forwards})
-            else:
-                info(f"wrote {r.output}")
-        if plan.parallel is not None and not plan.parallel.writes:
-            return
-    row_summary(share, rows, written, as_json)
+                return
+        row_summary(share, rows, written, as_json)

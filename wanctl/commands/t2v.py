@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -130,99 +130,97 @@ def t2v(
     """
     from wanctl.core.errors import BadInputError
     from wanctl.core.io import video as vio
-    from wanctl.core.io.artifact import check_output, check_output_file, output_format, write_artifact
+    from wanctl.core.io.artifact import check_output, check_output_file, write_artifact
     from wanctl.core.models.bundle import open_bundle
     from wanctl.core.workflows.encode import write_latent
     from wanctl.core.sampling.plan import with_parallel
     from wanctl.core.shard import resolve_shard
-    from wanctl.core.workflows.manifest import plan_rows
+    from wanctl.core.workflows.manifest import plan_rows, prepare_outputs
     from wanctl.core.workflows.t2v import generate_t2v, plan_t2v
 
-    if output is None and not dry_run:
-        raise BadInputError("missing -o/--output (or use --dry-run)")
-    rows = None
-    if manifest is None:
-        if not prompt:  # a usage error (exit 2), as before --manifest existed
-            from wanctl.commands._report import error_line
+    with ExitStack() as cleanup:  # a failed run leaves no new empty output folder
+        if output is None and not dry_run:
+            raise BadInputError("missing -o/--output (or use --dry-run)")
+        rows = None
+        if manifest is None:
+            if not prompt:  # a usage error (exit 2), as before --manifest existed
+                from wanctl.commands._report import error_line
 
-            error_line("missing option -p/--prompt (or --manifest)")
-            raise typer.Exit(2)
-        if shard is not None:
-            raise BadInputError("--shard splits the rows of a --manifest")
-    else:
-        if parallel is not None and shard is not None:
-            raise BadInputError("--parallel splits one video across the ranks and --shard splits the rows; give one")
-        if decode_to:
-            raise BadInputError("--decode is not supported with --manifest; decode each latent with `wanctl decode`")
-        if output is not None and (output == "-" or Path(output).suffix in (".safetensors", ".zarr")):
-            raise BadInputError(f"--manifest: -o must be a folder, not {output}")
-        share = resolve_shard(shard, env={} if parallel is not None else None)  # --parallel: every rank, every row
-        rows = plan_rows(manifest, columns=("prompt", "seed", "output"), prompt=prompt, output=output or ".",
-                         allow_outside=allow_outside, shard=share, force=force)
-        run = [r for r in rows if r.mine and not r.skipped and not r.error]
-        if not dry_run:
-            Path(output).mkdir(parents=True, exist_ok=True)  # shared by the ranks: never removed here
-            for r in run:
-                output_format(r.output)
-                check_output_file(r.output, force)
+                error_line("missing option -p/--prompt (or --manifest)")
+                raise typer.Exit(2)
+            if shard is not None:
+                raise BadInputError("--shard splits the rows of a --manifest")
+        else:
+            if parallel is not None and shard is not None:
+                raise BadInputError("--parallel splits one video across the ranks and --shard splits the rows; give one")
+            if decode_to:
+                raise BadInputError("--decode is not supported with --manifest; decode each latent with `wanctl decode`")
+            if output is not None and (output == "-" or Path(output).suffix in (".safetensors", ".zarr")):
+                raise BadInputError(f"--manifest: -o must be a folder, not {output}")
+            share = resolve_shard(shard, env={} if parallel is not None else None)  # --parallel: every rank, every row
+            rows = plan_rows(manifest, columns=("prompt", "seed", "output"), prompt=prompt, output=output or ".",
+                             allow_outside=allow_outside, shard=share, force=force)
+            run = [r for r in rows if r.mine and not r.skipped and not r.error]
+            prepare_outputs(rows, output or ".", shared=share.active or parallel is not None, force=force, dry_run=dry_run,
+                            cleanup=cleanup)
             for r in rows:
                 if r.mine and r.error:
                     warn(f"{r.label}: {r.error}; skipping it")
-            if not run:
+            if not run and not dry_run:
                 row_summary(share, rows, 0, as_json)  # all written already (or failed): no model loads
                 return
-    if output is not None and rows is None:
-        check_output(output, force)
-    if decode_to:
-        vio.output_kind(decode_to)
-        check_output_file(decode_to, force)
-    so = sampling_options(preset, steps=steps, shift=shift, grid=grid, sigmas=sigmas, solver=solver,
-                          guidance=guidance, guidance_low=guidance_low)
-    speed = speed_options(step_cache, cache_threshold, cache_interval, attention, compile)
-    opts = load_options(device, dtype=dtype, no_cache=no_cache, offload=offload,
-                        text_encoder_device=text_encoder_device, vae_tiling=vae_tiling,
-                        lora=lora, lora_high=lora_high, lora_low=lora_low, lora_unfused=lora_unfused,
-                        weights_dtype=weights_dtype, parallel=parallel)
-    bundle = open_bundle(model, notice=notice, options=opts)
-    plan = plan_t2v(bundle, size=parse_size(size), frames=frames, steps=so.steps, shift=so.shift, grid=so.grid,
-                    sigmas=so.sigmas, guidance=so.guidance, guidance_low=so.guidance_low, boundary=boundary,
-                    negative_prompt=negative_prompt, solver=so.solver or "unipc", half_frame=half_frame, completion=completion,
-                    half_frame_until=half_frame_until, cfg_truncate_steps=cfg_truncate_steps,
-                    cfg_truncate_high_noise_steps=cfg_truncate_high_noise_steps, cfg_batch=cfg_batch)
-    plan = with_parallel(plan, bundle.spec, opts.parallel, speed=speed, launched=not dry_run)
-    for n in plan.notes:
-        notice(n)
-    if dry_run:
-        print_plan(plan, as_json)
-        return
-    if rows is not None:
-        written = 0
-        with progress("generating", len(run) * plan.num_steps, "row-steps") as advance:
-            for r in run:
-                row_seed = r.seed if r.seed is not None else (seed or 0)
-                art, forwards = generate_t2v(bundle, plan, prompt=r.prompt, seed=row_seed, speed=speed, progress=advance,
-                                             notice=notice)
-                if plan.parallel is not None and not plan.parallel.writes:
-                    continue  # --parallel: rank 0 writes
-                write_artifact(r.output, art, force=force)
-                written += 1
-                if as_json:
-                    emit_json({"output": r.output, "kind": "latent", "row": r.row, "prompt": r.prompt, "seed": row_seed,
-                               "forwards": forwards})
-                else:
-                    info(f"wrote {r.output}")
-        if plan.parallel is None or plan.parallel.writes:
-            row_summary(share, rows, written, as_json)
-        return
-    with progress("generating", plan.num_steps, "steps") as advance:
-        art, forwards = generate_t2v(bundle, plan, prompt=prompt, seed=seed or 0, speed=speed, progress=advance, notice=notice)
-    if plan.parallel is not None and not plan.parallel.writes:
-        return  # --parallel: rank 0 writes (and decodes)
-    with progress("decoding", plan.latent_frames, "latent frames") if decode_to else nullcontext() as advance:
-        write_latent(bundle, art, output, video=decode_to, fps=bundle.preset.fps, force=force, progress=advance)
-    if as_json:
-        emit_json({"output": describe_output(output), "kind": "latent", "decoded": decode_to, "forwards": forwards,
-                   "relative_flops": round(plan.relative_flops, 4)})
-    else:
-        info(f"wrote {describe_output(output)}" + (f" and {decode_to}" if decode_to else "")
-             + f" ({forwards} DiT forwards, {plan.relative_flops:.2f}x the FLOPs of a plain run)")
+        if output is not None and rows is None:
+            check_output(output, force)
+        if decode_to:
+            vio.output_kind(decode_to)
+            check_output_file(decode_to, force)
+        so = sampling_options(preset, steps=steps, shift=shift, grid=grid, sigmas=sigmas, solver=solver,
+                              guidance=guidance, guidance_low=guidance_low)
+        speed = speed_options(step_cache, cache_threshold, cache_interval, attention, compile)
+        opts = load_options(device, dtype=dtype, no_cache=no_cache, offload=offload,
+                            text_encoder_device=text_encoder_device, vae_tiling=vae_tiling,
+                            lora=lora, lora_high=lora_high, lora_low=lora_low, lora_unfused=lora_unfused,
+                            weights_dtype=weights_dtype, parallel=parallel)
+        bundle = open_bundle(model, notice=notice, options=opts)
+        plan = plan_t2v(bundle, size=parse_size(size), frames=frames, steps=so.steps, shift=so.shift, grid=so.grid,
+                        sigmas=so.sigmas, guidance=so.guidance, guidance_low=so.guidance_low, boundary=boundary,
+                        negative_prompt=negative_prompt, solver=so.solver or "unipc", half_frame=half_frame, completion=completion,
+                        half_frame_until=half_frame_until, cfg_truncate_steps=cfg_truncate_steps,
+                        cfg_truncate_high_noise_steps=cfg_truncate_high_noise_steps, cfg_batch=cfg_batch)
+        plan = with_parallel(plan, bundle.spec, opts.parallel, speed=speed, launched=not dry_run)
+        for n in plan.notes:
+            notice(n)
+        if dry_run:
+            print_plan(plan, as_json)
+            return
+        if rows is not None:
+            written = 0
+            with progress("generating", len(run) * plan.num_steps, "row-steps") as advance:
+                for r in run:
+                    row_seed = r.seed if r.seed is not None else (seed or 0)
+                    art, forwards = generate_t2v(bundle, plan, prompt=r.prompt, seed=row_seed, speed=speed, progress=advance,
+                                                 notice=notice)
+                    if plan.parallel is not None and not plan.parallel.writes:
+                        continue  # --parallel: rank 0 writes
+                    write_artifact(r.output, art, force=force)
+                    written += 1
+                    if as_json:
+                        emit_json({"output": r.output, "kind": "latent", "row": r.row, "prompt": r.prompt, "seed": row_seed,
+                                   "forwards": forwards})
+                    else:
+                        info(f"wrote {r.output}")
+            if plan.parallel is None or plan.parallel.writes:
+                row_summary(share, rows, written, as_json)
+            return
+        with progress("generating", plan.num_steps, "steps") as advance:
+            art, forwards = generate_t2v(bundle, plan, prompt=prompt, seed=seed or 0, speed=speed, progress=advance, notice=notice)
+        if plan.parallel is not None and not plan.parallel.writes:
+            return  # --parallel: rank 0 writes (and decodes)
+        with progress("decoding", plan.latent_frames, "latent frames") if decode_to else nullcontext() as advance:
+            write_latent(bundle, art, output, video=decode_to, fps=bundle.preset.fps, force=force, progress=advance)
+        if as_json:
+            emit_json({"output": describe_output(output), "kind": "latent", "decoded": decode_to, "forwards": forwards,
+                       "relative_flops": round(plan.relative_flops, 4)})
+        else:
+            info(f"wrote {describe_output(output)}" + (f" and {decode_to}" if decode_to else "")
+                 + f" ({forwards} DiT forwards, {plan.relative_flops:.2f}x the FLOPs of a plain run)")

@@ -171,5 +171,5 @@ def check_size(family: FamilySpec, width: int, height: int) -> None:
     if width % m or height % m or width <= 0 or height <= 0:
         raise BadInputError(
             f"size {width}x{height} is not a multiple of {m} for {family.name} "
-            f"(nearest: {max(m, width // m * m)}x{max(m, height // m * m)})"
+            f"(nearest: {max(m, (2 * width + m) // (2 * m) * m)}x{max(m, (2 * height + m) // (2 * m) * m)})"
         )

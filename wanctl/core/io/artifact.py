@@ -178,14 +178,18 @@ def _meta_from_strings(strmeta: dict, where: str) -> dict:
 
 
 def _zarr_json(p: Path) -> dict:
+    """A zarr v3 node's zarr.json: an object whose ``attributes``, where present, is an object."""
     try:
-        return json.loads((p / "zarr.json").read_text())
+        node = json.loads((p / "zarr.json").read_text())
     except FileNotFoundError:
         raise BadInputError(f"{p}: not a zarr v3 store (no zarr.json)") from None
     except RecursionError:
         raise BadInputError(f"{p}: zarr.json nested too deep") from None
-    except ValueError:
+    except (ValueError, UnicodeDecodeError):
         raise BadInputError(f"{p}: corrupt zarr.json") from None
+    if not isinstance(node, dict) or not isinstance(node.get("attributes") or {}, dict):
+        raise BadInputError(f"{p}: corrupt zarr.json (not a zarr v3 node object)")
+    return node
 
 
 def _zarr_arrays(root: Path, prefix: str = "") -> dict[str, TensorInfo]:
@@ -415,7 +419,10 @@ def write_artifact(path: str, artifact: Artifact, *, force: bool = False) -> Non
         # zarr 3 has no bfloat16: widen losslessly to float32
         tensors = {k: (v.float() if v.dtype == torch.bfloat16 else v) for k, v in tensors.items()}
     meta = _finalize_meta(tensors, artifact.meta)
-    meta_json = json.dumps(meta, ensure_ascii=False)
+    try:
+        meta_json = json.dumps(meta, ensure_ascii=False, allow_nan=False)  # NaN / Infinity are not JSON
+    except ValueError:
+        raise BadInputError(f"refusing to write {path}: its metadata holds NaN or an infinite number") from None
     if path == STDIO:
         from safetensors.torch import save
 

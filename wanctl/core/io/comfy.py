@@ -66,7 +66,7 @@ def write_comfy(path: str, art: Artifact, vae_config: dict, force: bool = False)
     tensors = {"latent_tensor": (lat * std + mean).contiguous(), "latent_format_version_0": torch.tensor([])}
     meta = dict(art.meta, latent_space="raw")
     meta["tensors"] = {"latent_tensor": {"shape": list(lat.shape), "dtype": "float32"}}
-    md = {META_KEY: json.dumps(meta, ensure_ascii=False)}
+    md = {META_KEY: json.dumps(meta, ensure_ascii=False, allow_nan=False)}
     if path == STDIO:
         import sys
 

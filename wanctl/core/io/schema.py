@@ -97,6 +97,8 @@ class Field:
     required: bool = False
     check: Callable[[Any], str | None] | None = None
     children: dict[str, "Field"] = field(default_factory=dict)
+    items: dict[str, "Field"] | None = None  # a list whose every item is an object with these fields
+    table: dict[str, "Field"] | None = None  # an object whose every value is an object with these fields
 
 
 NUM = (int, float)
@@ -131,6 +133,23 @@ PARAMS = {
     "boundary": Field(NUM + NONE, check=lambda v: None if v is None or (_number(v) and 0 <= v <= 1) else "null or a number in [0, 1]"),
 }
 
+
+def tensor_shape(v: Any) -> str | None:
+    ok = isinstance(v, list) and len(v) <= 8 and all(_integer(x) and x >= 0 for x in v)
+    return None if ok else "a list of at most 8 integers >= 0"
+
+
+TENSOR = {"shape": Field(LIST, check=tensor_shape), "dtype": Field(STR)}  # one entry of the "tensors" table
+LORA = {
+    "path": Field(STR),
+    "sha256": Field(STR),
+    "strength": Field(NUM, check=lambda v: None if _number(v) else "a finite number"),
+    "target": Field(STR + NONE),
+    "experts": Field(LIST, check=list_of(lambda v: None if isinstance(v, str) else "a string", max_len=2)),
+    "fused": Field(BOOL),
+}
+INPUT = {"role": Field(STR), "path": Field(STR), "sha256": Field(STR + NONE)}
+
 MODEL = {
     "name": Field(STR + NONE),
     "path": Field(STR + NONE),
@@ -139,11 +158,12 @@ MODEL = {
     "layout": Field(STR),
     "components": Field(DICT),
     "fingerprint": Field(STR),
+    "loras": Field(LIST, items=LORA),
 }
 
 PROVENANCE = {
     "command": Field(STR),
-    "inputs": Field(LIST),
+    "inputs": Field(LIST, items=INPUT),
     "created": Field(STR),
     "versions": Field(DICT),
 }
@@ -157,7 +177,7 @@ TOP = {
     "model": Field(DICT, children=MODEL),
     "params": Field(DICT, children=PARAMS),
     "provenance": Field(DICT, children=PROVENANCE),
-    "tensors": Field(DICT),
+    "tensors": Field(DICT, table=TENSOR),
 }
 
 _TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", dict: "an object", list: "a list",
@@ -220,6 +240,16 @@ def _walk(doc: dict, schema: dict[str, Field], prefix: str, where: str) -> None:
             raise BadInputError(f"{where}: metadata field {path} must be {problem}, not {_show(value)}")
         if spec.children and isinstance(value, dict):
             _walk(value, spec.children, path + ".", where)
+        if spec.items is not None:
+            for i, item in enumerate(value):
+                if not isinstance(item, dict):
+                    raise BadInputError(f"{where}: metadata field {path}[{i}] must be an object, not {_show(item)}")
+                _walk(item, spec.items, f"{path}[{i}].", where)
+        if spec.table is not None:
+            for key, item in value.items():
+                if not isinstance(item, dict):
+                    raise BadInputError(f"{where}: metadata field {path}.{key} must be an object, not {_show(item)}")
+                _walk(item, spec.table, f"{path}.{key}.", where)
 
 
 def _has_type(value: Any, types: tuple[type, ...]) -> bool:

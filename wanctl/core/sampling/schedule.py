@@ -96,8 +96,12 @@ def _check_sigmas(sigmas) -> None:
 
 def parse_sigmas(text: str) -> tuple[float, ...]:
     """'1.0,0.9375,0.8333,0.625' -> the exact levels, with the final 0 appended if missing."""
+    fields = text.replace(" ", "").split(",")
+    if "" in fields:  # "1,,0.5" or a stray comma: a level was left out, not meant to be skipped
+        raise BadInputError(f"--sigmas {text!r}: an empty value between commas; give comma-separated numbers, "
+                            "e.g. 1.0,0.9375,0.8333,0.625")
     try:
-        vals = [float(x) for x in text.replace(" ", "").split(",") if x != ""]
+        vals = [float(x) for x in fields]
     except ValueError:
         raise BadInputError(f"--sigmas {text!r}: give comma-separated numbers, e.g. 1.0,0.9375,0.8333,0.625") from None
     if vals and vals[-1] != 0.0:

@@ -7,6 +7,7 @@ it and fail on bad input before loading a model.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
@@ -57,8 +58,8 @@ def plan_encode(
     Frames are read at the output rate, each the source frame showing at its time."""
     default_fps = (preset or family.preset).fps
     info = vio.probe(source)
-    if start < 0:
-        raise BadInputError(f"--start must be >= 0, got {start}")
+    if not (math.isfinite(start) and start >= 0):
+        raise BadInputError(f"--start must be a finite number >= 0, got {start}")
     if frames is not None:
         check_frames(frames)
     notes: list[str] = list(info.notes)

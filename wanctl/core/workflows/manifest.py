@@ -69,15 +69,17 @@ def read_manifest(path: str, columns: tuple[str, ...], *, paths: tuple[str, ...]
         if bad:
             r["error"] = f"{', '.join(bad)} must be text, got {', '.join(type(r[k]).__name__ for k in bad)}"
             continue
-        for key in integers:
+        for key in integers:  # seeds: what --seed takes, 0 .. 2^64 - 1
             v = r.get(key)
-            if v is None or (isinstance(v, int) and not isinstance(v, bool)):
-                continue
             try:
-                r[key] = int(v.strip()) if isinstance(v, str) else int("x")
+                if isinstance(v, str):
+                    v = int(v.strip())
+                if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**64):
+                    raise ValueError
             except ValueError:
-                r["error"] = f"{key} must be an integer, got {v!r}"
+                r["error"] = f"{key} must be an integer from 0 to 2^64-1, got {r.get(key)!r}"
                 break
+            r[key] = v
         if "error" in r:
             continue
         for key in paths:
@@ -99,6 +101,34 @@ def take_share(targets: list, shard: Shard | None, *, force: bool = False) -> No
         t.mine = shard.owns(i)
         if t.mine and not t.error and not force and t.output not in ("", "-") and Path(t.output).exists():
             t.skipped = True
+
+
+def prepare_outputs(rows: list, folder: str, *, shared: bool, force: bool, dry_run: bool, cleanup) -> None:
+    """Before any work: every output this process will write (rows with ``output``, ``label``,
+    ``error``, ``mine``, ``skipped``) must be an artifact name, and, for a real run, writable in
+    its folder, else the run is refused with the row named. A real run creates ``folder``:
+    through ``cleanup`` (a contextlib.ExitStack) it is removed again if the run fails while it is
+    still empty, unless ranks share it (``shared``: none of them removes it)."""
+    from wanctl.core.files import check_output_file, created_folder
+    from wanctl.core.io.artifact import output_format
+
+    mine = [r for r in rows if r.mine and not r.skipped and not r.error]
+
+    def each(check) -> None:
+        for r in mine:
+            try:
+                check(r)
+            except BadInputError as e:
+                raise BadInputError(f"{r.label}: {e.message}", e.hint) from None
+
+    each(lambda r: output_format(r.output))
+    if dry_run:
+        return
+    if shared:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    else:
+        cleanup.enter_context(created_folder(folder))
+    each(lambda r: check_output_file(r.output, force))
 
 
 def share_summary(shard: Shard, rows: list, written: int) -> tuple[str, list]:
