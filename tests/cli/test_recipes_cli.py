@@ -7,7 +7,7 @@ import json
 
 import torch
 
-from conftest import run_cli
+from conftest import invoke, run_cli
 from wanctl.core.io.artifact import read_artifact
 
 SPELLED = ["--sigmas", f"1.0,0.9375,{5 / 6!r},0.625", "--solver", "euler", "--guidance", "1"]
@@ -34,13 +34,18 @@ def test_lightning_invert_then_denoise_round_trip(tmp_path, assets):
     """4 Euler steps up and 4 down on the toy model (not distilled: the point is that the two
     grids are the same one, so the denoise undoes the inversion step for step)."""
     lat, noise, back = (str(tmp_path / n) for n in ("lat.safetensors", "noise.safetensors", "back.safetensors"))
-    run_cli("encode", str(assets["clip"]), "-m", "toy-ti2v-5b", "--frames", "17", "--size", "64x64", "-o", lat, check=True)
-    run_cli("invert", lat, "-m", "toy-ti2v-5b", "-p", "a red circle moving right on a black background",
-            "--preset", "lightning", "-o", noise, "--no-cache", check=True)
+
+    def cli(*args):  # in this process: the subprocess path of --preset is the test above
+        r = invoke(*args)
+        assert r.exit_code == 0, r.stderr
+
+    cli("encode", str(assets["clip"]), "-m", "toy-ti2v-5b", "--frames", "17", "--size", "64x64", "-o", lat)
+    cli("invert", lat, "-m", "toy-ti2v-5b", "-p", "a red circle moving right on a black background",
+        "--preset", "lightning", "-o", noise, "--no-cache")
     n = read_artifact(noise)
     assert n.meta["params"]["schedule"]["sigmas"] == [1.0, 0.9375, 5 / 6, 0.625, 0.0]
-    run_cli("denoise", noise, "-m", "toy-ti2v-5b", "-p", "a red circle moving right on a black background",
-            "--preset", "lightning", "-o", back, check=True)
+    cli("denoise", noise, "-m", "toy-ti2v-5b", "-p", "a red circle moving right on a black background",
+        "--preset", "lightning", "-o", back)
     x0, x1 = read_artifact(lat).latents, read_artifact(back).latents
     rel = float((x1 - x0).norm() / x0.norm())
     assert rel < 0.5, rel  # a 4+4 Euler round trip; the measured number is in the issue note
