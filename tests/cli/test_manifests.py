@@ -101,3 +101,17 @@ def test_a_row_output_that_is_not_an_artifact_is_refused_naming_its_row(tmp_path
         assert_one_line_error(r, 3, "manifest row 2: output")
         assert "must end in .safetensors or .zarr" in r.stderr
         assert not (tmp_path / "new").exists() and not (tmp_path / "good.safetensors").exists()
+
+
+def test_minus_o_that_names_an_artifact_is_refused_for_several_outputs(tmp_path, noise):
+    """-o is the folder of a manifest's outputs (one check, core/workflows/manifest.prepare_outputs)."""
+    m = tmp_path / "m.csv"
+    m.write_text("prompt\nx\ny\n")
+    for out in ("all.safetensors", "all.zarr", "-"):
+        assert_one_line_error(invoke("t2v", "--manifest", str(m), "-o", out, "--dry-run", *T2V), 3,
+                              f"2 outputs: -o must be a folder, not {out}")
+    _img(tmp_path / "a.png", 40)
+    targets = tmp_path / "t.csv"
+    targets.write_text("first_frame,prompt\na.png,x\na.png,y\n")
+    assert_one_line_error(_run(noise, targets, tmp_path / "e.safetensors"), 3, "2 outputs: -o must be a folder")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "m.csv", "t.csv"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from contextlib import ExitStack
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -145,8 +144,6 @@ def denoise(
                                 "--first-frame; this run has one")
         run = [t for t in targets if t.mine and not t.skipped]  # this process's work
         if multi and output is not None:
-            if Path(output).suffix in (".safetensors", ".zarr") or output == "-":
-                raise BadInputError(f"{len(targets)} targets: -o must be a folder, not {output}")
             prepare_outputs(targets, output, shared=share.active or parallel is not None, force=force, dry_run=dry_run,
                             cleanup=cleanup)
         elif output is not None:

@@ -214,7 +214,6 @@ def _manifest_run(manifest: str, output: str, *, prompt, seed: int, shard, force
     process's share of them (wanctl/core/shard.py), skipping outputs that exist when sharded.
     Each row is planned at its own first frame's size (unless --size); the model loads once."""
     from contextlib import ExitStack
-    from pathlib import Path
 
     from wanctl.core.errors import BadInputError
     from wanctl.core.io.artifact import write_artifact
@@ -226,8 +225,6 @@ def _manifest_run(manifest: str, output: str, *, prompt, seed: int, shard, force
     from wanctl.core.workflows.flf2v import FLF2V_SHIFT, generate_flf2v, plan_flf2v
     from wanctl.core.workflows.manifest import plan_rows, prepare_outputs
 
-    if Path(output).suffix in (".safetensors", ".zarr") or output == "-":
-        raise BadInputError(f"--manifest: -o must be a folder, not {output}")
     share = resolve_shard(shard, env={} if parallel is not None else None)  # --parallel: every rank, every row
     rows = plan_rows(manifest, columns=("first_frame", "last_frame", "prompt", "seed", "output"),
                      required=("first_frame", "last_frame"), prompt=prompt, output=output, allow_outside=allow_outside,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from contextlib import ExitStack, nullcontext
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -155,8 +154,6 @@ def t2v(
                 raise BadInputError("--parallel splits one video across the ranks and --shard splits the rows; give one")
             if decode_to:
                 raise BadInputError("--decode is not supported with --manifest; decode each latent with `wanctl decode`")
-            if output is not None and (output == "-" or Path(output).suffix in (".safetensors", ".zarr")):
-                raise BadInputError(f"--manifest: -o must be a folder, not {output}")
             share = resolve_shard(shard, env={} if parallel is not None else None)  # --parallel: every rank, every row
             rows = plan_rows(manifest, columns=("prompt", "seed", "output"), prompt=prompt, output=output or ".",
                              allow_outside=allow_outside, shard=share, force=force)

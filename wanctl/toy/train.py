@@ -72,7 +72,7 @@ DIT_SIZES = dict(num_attention_heads=4, attention_head_dim=32, text_dim=32, freq
 # `crop` x `crop` pieces of the clips, `batch` per step). The Wan2.1 VAE trains on whole-frame
 # 9-frame windows at the smaller sizes: on 5-frame 32x32 crops it learned slower and drifted over
 # whole clips (one run: 17.5 dB against 21.7; benchmarks/RESULTS.md), and with decoder base 16 its
-# shape-pixel L1 stalled at 0.46 by step 1100 (0.29 at these sizes), while the Wan2.2 VAE gained
+# shape-pixel L1 stalled at 0.46 by step 1100 (0.30 at these sizes by then), while the Wan2.2 VAE gained
 # from both the crops and the larger sizes.
 VAE_RECIPES = {
     "wan2.1": dict(base_dim=8, decoder_base_dim=12, window=9, crop=64, batch=4),

@@ -104,7 +104,7 @@ def take_share(targets: list, shard: Shard | None, *, force: bool = False) -> No
 
 
 def prepare_outputs(rows: list, folder: str, *, shared: bool, force: bool, dry_run: bool, cleanup) -> None:
-    """Before any work: every output this process will write (rows with ``output``, ``label``,
+    """Before any work: ``folder`` (-o) is a folder, not an artifact name; every output this process will write (rows with ``output``, ``label``,
     ``error``, ``mine``, ``skipped``) must be an artifact name, and, for a real run, writable in
     its folder, else the run is refused with the row named. A real run creates ``folder``:
     through ``cleanup`` (a contextlib.ExitStack) it is removed again if the run fails while it is
@@ -112,6 +112,8 @@ def prepare_outputs(rows: list, folder: str, *, shared: bool, force: bool, dry_r
     from wanctl.core.files import check_output_file, created_folder
     from wanctl.core.io.artifact import output_format
 
+    if folder == "-" or Path(folder).suffix in (".safetensors", ".zarr"):
+        raise BadInputError(f"{len(rows)} outputs: -o must be a folder, not {folder}")
     mine = [r for r in rows if r.mine and not r.skipped and not r.error]
 
     def each(check) -> None:
