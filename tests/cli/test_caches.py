@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from conftest import invoke
+from conftest import assert_one_line_error, invoke
 from wanctl.core import trace
 from wanctl.core.io.artifact import read_artifact
 
@@ -105,6 +105,9 @@ def test_no_cache_and_cache_commands(tmp_path, cache_env, assets):
     assert json.loads(r.stdout)["bytes"]["embeddings"] > 0
     r = invoke("cache", "prune", "--older-than", "1d", "--json")
     assert json.loads(r.stdout)["deleted"] == 0
+    for age in ("-5d", "nand", "infh"):  # a negative age deleted everything
+        assert_one_line_error(invoke("cache", "prune", "--older-than", age), 3, "at least 0")
+    assert len(invoke("cache", "list", "--json").stdout.splitlines()) == 2
     r = invoke("cache", "prune", "--json")
     assert json.loads(r.stdout)["deleted"] == 2
     assert invoke("cache", "prune", "--older-than", "soon").exit_code == 3

@@ -42,6 +42,30 @@ def test_every_command_has_help_with_examples():
         assert "Example" in r.stdout, cmd
 
 
+def test_help_texts_print_their_brackets():
+    """Typer renders help as Rich markup, where "[first, ..., last]" is a tag and vanishes: every
+    help text of every command escapes what Rich would take for one."""
+    import re
+
+    import typer
+
+    from wanctl.cli import app
+
+    tag = re.compile(r"(?<!\\)\[[a-z#/@][^\[]*?\]")
+    found = []
+
+    def walk(cmd, path):
+        texts = [cmd.help or "", getattr(cmd, "epilog", None) or ""] + [getattr(p, "help", None) or "" for p in cmd.params]
+        found.extend((path, m.group(0)) for t in texts for m in tag.finditer(t))
+        for name, sub in getattr(cmd, "commands", {}).items():
+            walk(sub, f"{path} {name}")
+
+    walk(typer.main.get_command(app), "wanctl")
+    assert not found
+    r = invoke("flf2v", "--help")
+    assert "[first, zeros..., last]" in " ".join(r.stdout.split())
+
+
 def test_version_and_usage_errors():
     r = invoke("--version")
     assert r.exit_code == 0 and r.stdout.startswith("wanctl ")
@@ -105,3 +129,21 @@ def test_library_warnings_and_log_records_stay_off_stderr():
     shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                            env=dict(env, WANCTL_DEBUG="1"), check=True)
     assert "a library warning" in shown.stderr and "a library log record" in shown.stderr
+
+
+def test_user_text_prints_as_typed(tmp_path):
+    """Prompts and paths are not Rich markup: `info` showed "[red]a:fire:b" as a red "a🔥b" and
+    dropped "[link]"; an error line turned ":fire:" in a file name into an emoji."""
+    import torch
+
+    from wanctl.core.io.artifact import Artifact, new_meta, write_artifact
+
+    prompt = "[red]a:fire:b [/red] [link]"
+    meta = new_meta("latent", family="t2v-a14b", command="t", noise_level=0.0)
+    meta["params"] = {"prompt": prompt}
+    p = tmp_path / "a.safetensors"
+    write_artifact(str(p), Artifact({"latents": torch.zeros(1, 16, 2, 4, 4)}, meta))
+    r = run_cli("info", str(p), env={"COLUMNS": "200"})
+    assert prompt in r.stdout.decode()
+    err = run_cli("info", str(tmp_path / "clip:fire:.safetensors")).stderr.decode()
+    assert "clip:fire:.safetensors" in err

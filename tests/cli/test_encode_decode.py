@@ -58,12 +58,15 @@ def test_round_trip_each_family(tmp_path, assets, model, channels, stride):
 
 def test_pipe_through_stdout(tmp_path, assets):
     """encode -o - | decode - : the shell pipeline form."""
+    # --json with -o -: the report goes to stderr, so the reader gets the artifact's bytes alone
     cmd = (
-        f"{sys.executable} -m wanctl encode {assets['clip']} --frames 9 -o - | "
+        f"{sys.executable} -m wanctl encode {assets['clip']} --frames 9 -o - --json 2> {tmp_path / 'report'} | "
         f"{sys.executable} -m wanctl decode - -o {tmp_path / 'p.gif'}"
     )
     proc = subprocess.run(cmd, shell=True, capture_output=True, timeout=300)
     assert proc.returncode == 0, proc.stderr.decode()
+    report = [json.loads(line) for line in (tmp_path / "report").read_text().splitlines() if line.startswith("{")]
+    assert report[0]["output"] == "<stdout>" and report[0]["kind"] == "latent"
     from wanctl.core.io.video import probe
 
     assert probe(str(tmp_path / "p.gif")).frames == 9
@@ -243,3 +246,38 @@ def test_another_vae_is_refused_everywhere_a_latent_is_decoded(tmp_path, assets)
                  ["export", "--comfy", str(lat), "-o", str(tmp_path / "x.latent")]):
         assert_one_line_error(invoke(*args, "-m", "toy-ti2v-5b"), 3, "made with another VAE")
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_video_outputs_are_what_their_names_say(tmp_path, latent):
+    """Each container is written as its suffix says (an .mkv was an MP4 under another name), and a
+    video cannot go to stdout (-o - made a folder named '-')."""
+    magic = {"mp4": b"ftyp", "m4v": b"ftyp", "mov": b"ftypqt", "mkv": b"\x1a\x45\xdf\xa3"}
+    for ext, head in magic.items():
+        out = tmp_path / f"v.{ext}"
+        r = invoke("decode", str(latent), "-o", str(out))
+        assert r.exit_code == 0, r.stderr
+        data = out.read_bytes()[:12]
+        assert head in data, (ext, data)
+    assert_one_line_error(invoke("decode", str(latent), "-o", "-"), 3, "cannot be written to stdout")
+    assert_one_line_error(invoke("t2v", "-m", "tiny-t2v-a14b", "-p", "x", "--size", "64x64", "--frames", "5", "--steps", "1",
+                                 "-o", str(tmp_path / "t.safetensors"), "--decode", "-"), 3, "cannot be written to stdout")
+    assert not (tmp_path / "-").exists() and not (tmp_path / "t.safetensors").exists()
+
+
+def test_force_never_replaces_a_folder_of_other_files(tmp_path, latent, monkeypatch):
+    """decode -o FOLDER --force replaced the whole folder: a user's files and the input itself
+    were gone. A folder of frames is replaced; anything else is refused and left as it was."""
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    (keep / "important.txt").write_text("mine")
+    src = keep / "a.safetensors"
+    src.write_bytes(latent.read_bytes())
+    assert_one_line_error(invoke("decode", str(src), "-o", str(keep), "--force"), 3, "holds other files")
+    assert sorted(p.name for p in keep.iterdir()) == ["a.safetensors", "important.txt"]
+    frames = tmp_path / "frames"
+    for _ in range(2):  # the second run replaces the frames of the first
+        assert invoke("decode", str(latent), "-o", str(frames), "--force").exit_code == 0
+    assert len(list(frames.iterdir())) == 9
+    monkeypatch.chdir(keep)
+    assert_one_line_error(invoke("decode", str(src), "-o", ".", "--force"), 3, "current folder")
+    assert (keep / "important.txt").exists()

@@ -115,3 +115,39 @@ def test_minus_o_that_names_an_artifact_is_refused_for_several_outputs(tmp_path,
     targets.write_text("first_frame,prompt\na.png,x\na.png,y\n")
     assert_one_line_error(_run(noise, targets, tmp_path / "e.safetensors"), 3, "2 outputs: -o must be a folder")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "m.csv", "t.csv"]
+
+
+def test_quoted_newline_in_a_csv_field_is_kept(tmp_path):
+    """A prompt spread over two lines in a quoted CSV field lost its newline (the manifest was
+    split into lines before the CSV reader saw it)."""
+    from wanctl.core.workflows.manifest import read_manifest
+
+    m = tmp_path / "m.csv"
+    m.write_text('prompt,output\n"a red circle\nmoving right",a.safetensors\nb,b.safetensors\n', newline="")
+    rows = read_manifest(str(m), ("prompt", "output"))
+    assert [r["prompt"] for r in rows] == ["a red circle\nmoving right", "b"] and [r["row"] for r in rows] == [1, 2]
+
+
+def test_dry_run_refuses_a_row_output_in_a_missing_folder(tmp_path):
+    """The real run refused it up front; --dry-run passed it. The -o folder itself may be new."""
+    m = tmp_path / "m.csv"
+    m.write_text("prompt,output\nx,sub/dir/d.zarr\ny,\n")
+    r = invoke("t2v", "--manifest", str(m), "-o", str(tmp_path / "out"), *T2V, "--dry-run")
+    assert_one_line_error(r, 3, "manifest row 1: output folder")
+    m.write_text("prompt,output\nx,\ny,\n")
+    assert invoke("t2v", "--manifest", str(m), "-o", str(tmp_path / "out"), *T2V, "--dry-run").exit_code == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.csv"]
+
+
+def test_flf2v_row_the_model_cannot_run_fails_alone(tmp_path):
+    """Every row is planned before the weights load: a first frame too wide for the model's
+    rotary embedding (it sets the row's size) fails its row, not the run (it was exit 1)."""
+    _img(tmp_path / "a.png", 40)
+    Image.fromarray(np.full((16, 4000, 3), 90, np.uint8)).save(tmp_path / "wide.png")
+    m = tmp_path / "m.csv"
+    m.write_text("first_frame,last_frame,prompt,output\nwide.png,a.png,x,w.safetensors\na.png,a.png,y,good.safetensors\n")
+    r = invoke("flf2v", "--manifest", str(m), "-o", str(tmp_path / "out"), "-m", "tiny-i2v-a14b", "--frames", "5",
+               "--steps", "2")
+    assert_one_line_error(r, 3, "1 rows done, 0 skipped, 1 failed")
+    assert "manifest row 1: 4000x16, 5 frames" in r.stderr
+    assert (tmp_path / "good.safetensors").exists() and not (tmp_path / "w.safetensors").exists()

@@ -186,3 +186,37 @@ def test_options_that_would_be_ignored_are_refused(tmp_path, dpm_noise):
     assert_one_line_error(invoke(*t2v, "--step-cache", "taylorseer", "--cache-threshold", "0.1"), 3, "--cache-threshold")
     assert_one_line_error(invoke(*t2v, "--cache-interval", "2"), 3, "--cache-interval applies")
     assert_one_line_error(invoke(*t2v, "--attention", "xformers"), 3, "not available here")  # before any load
+
+
+def test_cfg_options_of_a_run_without_cfg_are_refused():
+    """--preset lightning / --guidance 1 leave no CFG step: a negative prompt, --cfg-batch or CFG
+    truncation would do nothing, so they are refused (the plan decides; --dry-run says so too)."""
+    t2v = ("t2v", "-m", "tiny-t2v-a14b", "-p", "x", "--size", "64x64", "--frames", "5", "--dry-run")
+    assert_one_line_error(invoke(*t2v, "--preset", "lightning", "--negative-prompt", "foo"), 3, "uses no CFG")
+    assert_one_line_error(invoke(*t2v, "--preset", "lightning", "--cfg-batch"), 3, "--cfg-batch")
+    assert_one_line_error(invoke(*t2v, "--steps", "2", "--guidance", "1", "--cfg-truncate-steps", "1"), 3, "CFG truncation")
+    # CFG truncated on every step: the truncation is what turns CFG off, so only the negative prompt is refused
+    assert invoke(*t2v, "--steps", "2", "--cfg-truncate-steps", "2").exit_code == 0
+    assert_one_line_error(invoke(*t2v, "--steps", "2", "--cfg-truncate-steps", "2", "--negative-prompt", "n"), 3,
+                          "--negative-prompt")
+    assert invoke(*t2v, "--steps", "2", "--cfg-batch", "--negative-prompt", "n").exit_code == 0  # CFG on: both used
+
+
+def test_sizes_beyond_the_rotary_embedding_are_refused_by_the_plan(tmp_path):
+    """The DiT's RoPE covers rope_max_seq_len tokens per axis (32 on the tiny models): a longer
+    latent grid crashed deep in the model (exit 1) after the weights loaded, and --dry-run
+    accepted it."""
+    base = ("t2v", "-m", "tiny-t2v-a14b", "-p", "x", "--frames", "5", "--steps", "1")
+    for args in (("--dry-run",), ("-o", str(tmp_path / "o.safetensors"))):
+        assert_one_line_error(invoke(*base, "--size", "1024x16", *args), 3, "rotary embedding covers at most 32")
+    assert not list(tmp_path.iterdir())
+    assert invoke(*base, "--size", "512x16", "--dry-run").exit_code == 0  # 32 columns: the limit itself
+
+
+def test_invert_dry_run_checks_the_latent_like_the_run(tmp_path, assets):
+    lat = tmp_path / "c.safetensors"
+    assert invoke("encode", str(assets["clip"]), "-m", "tiny-t2v-a14b", "--frames", "5", "--size", "64x64",
+                  "-o", str(lat)).exit_code == 0
+    for args in (("--dry-run",), ("-o", str(tmp_path / "n.safetensors"))):
+        assert_one_line_error(invoke("invert", str(lat), "-m", "tiny-i2v-a14b", "-p", "x", "--steps", "2", *args), 3,
+                              "artifact is for family t2v-a14b")

@@ -14,7 +14,7 @@ SPELLED = ["--sigmas", f"1.0,0.9375,{5 / 6!r},0.625", "--solver", "euler", "--gu
 
 
 def test_lightning_dry_run_shows_the_four_step_plan():
-    r = run_cli("t2v", "-m", "tiny-t2v-a14b", "-p", "x", "--preset", "lightning", "--dry-run", "--json", check=True)
+    r = run_cli("t2v", "-m", "tiny-t2v-a14b", "-p", "x", "--size", "64x64", "--preset", "lightning", "--dry-run", "--json", check=True)
     plan = json.loads(r.stdout)
     assert plan["grid"]["sigmas"] == [1.0, 0.9375, 5 / 6, 0.625, 0.0] and plan["solver"] == "euler"
     assert plan["evaluations"] == {"transformer": 2, "transformer_2": 2} and plan["forwards"] == 4

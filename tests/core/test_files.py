@@ -4,6 +4,7 @@ unwritable or full output folder before any work."""
 from __future__ import annotations
 
 import errno
+from pathlib import Path
 
 import pytest
 
@@ -66,3 +67,34 @@ def test_write_probe_finds_an_unwritable_folder(tmp_path, monkeypatch, code, err
 def test_write_probe_leaves_nothing(tmp_path):
     check_output_file(str(tmp_path / "out.safetensors"), force=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_force_replaces_only_what_wanctl_writes_as_a_folder(tmp_path, monkeypatch):
+    """--force on an existing folder: a folder of frames, a zarr store, an empty folder or a model
+    folder is replaced; one that holds anything else (an input, a user's file) or that is the
+    current folder is refused, and left as it was."""
+    monkeypatch.chdir(tmp_path)
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    _write(frames / "frame_00000.png", "x")
+    store = tmp_path / "s.zarr"
+    store.mkdir()
+    _write(store / "zarr.json", "{}")
+    model = tmp_path / "model"
+    (model / "vae").mkdir(parents=True)
+    _write(model / "model_index.json", '{"_class_name": "WanPipeline", "vae": ["diffusers", "AutoencoderKLWan"]}')
+    (tmp_path / "empty").mkdir()
+    for ok in (frames, store, model, tmp_path / "empty"):
+        check_output_file(str(ok), force=True)
+    user = tmp_path / "keep"
+    user.mkdir()
+    _write(user / "important.txt", "mine")
+    _write(user / "frame_00000.png", "x")
+    _write(model / "notes.txt", "mine")
+    for bad, words in ((user, "important.txt"), (model, "notes.txt"), (tmp_path, "current folder"), (Path("."), "current folder")):
+        with pytest.raises(BadInputError, match=words):
+            check_output_file(str(bad), force=True)
+    with pytest.raises(BadInputError, match="important.txt"):  # a file output where the folder is
+        with atomic_path(user, force=True) as tmp:
+            _write(tmp, "new")
+    assert (user / "important.txt").read_text() == "mine"

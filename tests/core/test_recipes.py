@@ -42,10 +42,14 @@ def test_lightning_plan_is_two_high_two_low_steps_without_cfg(bundles, model):
 
     b = bundles(model)
     so = apply_recipe("lightning", SamplingOptions())
-    plan = plan_run(b.spec, "denoise" if "i2v" in model else "t2v", schedule=custom_schedule(so.sigmas),
-                    solver=so.solver, frames=5, width=64, height=64,
-                    guidance=resolve_guidance(b.family, b.preset, so.guidance, so.guidance_low),
-                    negative_prompt="ugly")
+    def plan(**kw):
+        return plan_run(b.spec, "denoise" if "i2v" in model else "t2v", schedule=custom_schedule(so.sigmas),
+                        solver=so.solver, frames=5, width=64, height=64,
+                        guidance=resolve_guidance(b.family, b.preset, so.guidance, so.guidance_low), **kw)
+
+    with pytest.raises(BadInputError, match="uses no CFG"):  # a negative prompt would do nothing
+        plan(negative_prompt="ugly")
+    plan = plan()
     assert [round(st.s, 6) for st in plan.steps] == [1.0, 0.9375, round(5 / 6, 6), 0.625]
     assert [st.expert for st in plan.steps] == ["transformer", "transformer", "transformer_2", "transformer_2"]
     assert all(st.guidance == 1.0 and st.evaluations == 1 for st in plan.steps)

@@ -18,8 +18,9 @@ PROMPT, NEG = "a cat walking on the beach", "static, blurry"
 def _run(bundle, steps=8, frames=9, guidance=Guidance(4.0, 3.0), keep=False, grid="diffusers", **kw):
     fam = bundle.family
     sched = make_schedule(steps, fam.preset.shift, grid)
+    cfg = guidance.high != 1.0 or guidance.low != 1.0  # a negative prompt is refused where no step has CFG
     plan = plan_run(bundle.spec, "t2v", schedule=sched, frames=frames, width=W, height=H, guidance=guidance,
-                    negative_prompt=NEG, **{"solver": "unipc", **kw})
+                    negative_prompt=NEG if cfg else None, **{"solver": "unipc", **kw})
     emb = encode_prompts(bundle, [PROMPT, NEG])
     switch = {}
 

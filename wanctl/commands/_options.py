@@ -40,14 +40,14 @@ VaeTilingOpt = Annotated[
 ]
 
 
-ForceOpt = Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing outputs.")]
+ForceOpt = Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing outputs (a folder only when it holds a wanctl output: PNG frames, a zarr artifact, a model).")]
 
 
 # many-output runs (a manifest): this process's share of the rows (wanctl/core/shard.py)
 ShardOpt = Annotated[Optional[str], typer.Option("--shard", metavar="I/N", show_default=False, help="Make rows I, I+N, I+2N, ... (0-based) of the manifest or targets (0 <= I < N) and skip rows whose output exists (resume; --force recomputes). Default: the launcher's RANK/WORLD_SIZE (torchrun), SLURM_PROCID/SLURM_NTASKS or a Slurm job array's task, each with the same resume; else every row.")]
 
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object per output artifact on stdout.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object per output artifact on stdout (on stderr when -o - sends the artifact there).")]
 
 
 # LoRAs on the DiT (wanctl/core/models/lora.py), on every command that runs it
@@ -232,7 +232,7 @@ CfgBatchOpt = Annotated[bool, typer.Option("--cfg-batch", rich_help_panel=SPEED,
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", rich_help_panel=OUTPUT, help="Print the run plan (each step's level, timestep, expert, frames, guidance, DiT forwards), then stop; loads no weights. With --json: one JSON object.")]
 
 
-DecodeOpt = Annotated[Optional[str], typer.Option("--decode", rich_help_panel=OUTPUT, show_default=False, help="Also decode the result to this video file (.mp4/.webm/.gif).")]
+DecodeOpt = Annotated[Optional[str], typer.Option("--decode", rich_help_panel=OUTPUT, show_default=False, help="Also decode the result to this video (.mp4, .mov, .mkv, .m4v, .webm, .gif) or PNG frames folder.")]
 
 
 def unit_interval(value: float | None) -> float | None:

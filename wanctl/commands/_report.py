@@ -34,7 +34,7 @@ def console():
     if _console is None:
         from rich.console import Console
 
-        _console = Console(stderr=True, highlight=False, no_color=bool(os.environ.get("NO_COLOR")) or None)
+        _console = Console(stderr=True, highlight=False, emoji=False, no_color=bool(os.environ.get("NO_COLOR")) or None)
     return _console
 
 
@@ -42,7 +42,7 @@ def out_console():
     """A rich console on stdout, for commands whose data is a human-readable report."""
     from rich.console import Console
 
-    return Console(highlight=False, no_color=bool(os.environ.get("NO_COLOR")) or None)
+    return Console(highlight=False, emoji=False, no_color=bool(os.environ.get("NO_COLOR")) or None)
 
 
 _quiet = False  # a --parallel rank other than 0: errors only
@@ -106,10 +106,14 @@ def error_line(msg: str, hint: str | None = None) -> None:
 
 
 def emit_json(obj: dict) -> None:
+    """One JSON line on stdout; on stderr once an artifact went to stdout (-o -), so that a pipe's
+    reader gets the artifact's bytes alone."""
     if _quiet:
         return
-    sys.stdout.write(json.dumps(obj, ensure_ascii=False, default=str) + "\n")
-    sys.stdout.flush()
+    files = sys.modules.get("wanctl.core.files")
+    stream = sys.stderr if files is not None and files.stdout_taken() else sys.stdout
+    stream.write(json.dumps(obj, ensure_ascii=False, default=str) + "\n")
+    stream.flush()
 
 
 def _is_oom(e: BaseException) -> bool:

@@ -30,7 +30,7 @@ def _outputs(output: str, batch: int, index: Optional[int]) -> list[tuple[int, s
 @handle_errors
 def decode(
     latent: Annotated[str, typer.Argument(help="Latent artifact (.safetensors, .zarr, or - for stdin).", show_default=False)],
-    output: Annotated[str, typer.Option("--output", "-o", help="Output .mp4 (H.264, yuv420p), .webm, .gif, or a folder name for PNG frames.", show_default=False)],
+    output: Annotated[str, typer.Option("--output", "-o", help="Output .mp4 (H.264, yuv420p; also .mov, .mkv, .m4v), .webm (VP9), .gif, or a folder name for PNG frames.", show_default=False)],
     model: ModelOpt = None,
     fps: Annotated[Optional[float], typer.Option("--fps", callback=positive, help="Frame rate. Default: from the artifact's metadata.")] = None,
     index: Annotated[Optional[int], typer.Option("--index", help="Decode only this video of a batched artifact (default: all, numbered -0, -1...).")] = None,

@@ -85,7 +85,7 @@ def flf2v(
     guidance: GuidanceOpt = None,
     guidance_low: GuidanceLowOpt = None,
     negative_prompt: NegativeOpt = None,
-    bidirectional: Annotated[bool, typer.Option("--bidirectional", rich_help_panel=BIDI, help="Fuse a forward pass with a backward pass on the time-flipped latent, conditioned on the re-encoded [last, ..., first] video. Twice the DiT forwards; on the toy models it has not beaten forward-only on the last frame (benchmarks/RESULTS.md).")] = False,
+    bidirectional: Annotated[bool, typer.Option("--bidirectional", rich_help_panel=BIDI, help="Fuse a forward pass with a backward pass on the time-flipped latent, conditioned on the re-encoded \\[last, ..., first] video. Twice the DiT forwards; on the toy models it has not beaten forward-only on the last frame (benchmarks/RESULTS.md).")] = False,
     bidirectional_mode: Annotated[Optional[str], typer.Option("--bidirectional-mode", rich_help_panel=BIDI, show_default=False, help="reencode (wanctl's, default) or mirror (the published construction, which equals forward-only sampling; fixes uniform fusion and reversed RoPE).")] = None,
     reverse_rope: Annotated[bool, typer.Option("--reverse-rope", rich_help_panel=BIDI, help="Reverse temporal RoPE positions in the backward pass.")] = False,
     fusion: Annotated[Optional[str], typer.Option("--fusion", rich_help_panel=BIDI, show_default=False, help="uniform (0.5/0.5, default) or linear (forward trusted near the first frame, backward near the last).")] = None,
@@ -106,7 +106,7 @@ def flf2v(
 ) -> None:
     """Generate the video between a first and a last frame (i2v-a14b only).
 
-    Defaults: the model's steps and frame count, with the FLF2V recipe the bidirectional idea comes from for shift (16) and guidance (5); the official i2v defaults are shift 5, guidance 3.5. Forward-only is the i2v condition built from [first, zeros..., last] (as diffusers' WanImageToVideoPipeline with last_image). --bidirectional adds a backward pass that really sees the last frame first (see the README); --bidirectional-mode mirror reproduces the published construction so its equivalence with forward-only sampling can be checked. --cfg-batch runs forward and backward, conditional and unconditional as one batched DiT forward.
+    Defaults: the model's steps and frame count, with the FLF2V recipe the bidirectional idea comes from for shift (16) and guidance (5); the official i2v defaults are shift 5, guidance 3.5. Forward-only is the i2v condition built from \\[first, zeros..., last] (as diffusers' WanImageToVideoPipeline with last_image). --bidirectional adds a backward pass that really sees the last frame first (see the README); --bidirectional-mode mirror reproduces the published construction so its equivalence with forward-only sampling can be checked. --cfg-batch runs forward and backward, conditional and unconditional as one batched DiT forward.
 
     Examples:
 
@@ -252,15 +252,24 @@ def _manifest_run(manifest: str, output: str, *, prompt, seed: int, shard, force
             opts = load()
             bundle = open_bundle(model, family="i2v-a14b", notice=notice, options=opts)
             shift = sampling.shift if sampling.shift is not None or sampling.sigmas is not None else FLF2V_SHIFT
-            for r in run:
-                first, last = images.pop(r.row)
+            planned = []
+            for r in run:  # every row planned before any weights load; a row the model cannot run fails alone
+                first = images[r.row][0]
                 wh = size or fit_size(first.shape[1], first.shape[0], bundle.family.size_multiple, None)
-                src = noise_source(bundle, None, seed=r.seed if r.seed is not None else seed, frames=frames, size=wh,
-                                   steps=sampling.steps, shift=shift, grid=sampling.grid, sigmas=sampling.sigmas)
-                plan = plan_flf2v(bundle, src, solver=sampling.solver, guidance=sampling.guidance,
-                                  guidance_low=sampling.guidance_low, negative_prompt=negative_prompt,
-                                  bidirectional=bidirectional, cfg_batch=cfg_batch)
-                plan = with_parallel(plan, bundle.spec, opts.parallel, launched=True)
+                try:
+                    src = noise_source(bundle, None, seed=r.seed if r.seed is not None else seed, frames=frames, size=wh,
+                                       steps=sampling.steps, shift=shift, grid=sampling.grid, sigmas=sampling.sigmas)
+                    plan = plan_flf2v(bundle, src, solver=sampling.solver, guidance=sampling.guidance,
+                                      guidance_low=sampling.guidance_low, negative_prompt=negative_prompt,
+                                      bidirectional=bidirectional, cfg_batch=cfg_batch)
+                    plan = with_parallel(plan, bundle.spec, opts.parallel, launched=True)
+                except BadInputError as e:
+                    r.error = e.message
+                    warn(f"{r.label}: {r.error}; skipping it")
+                    continue
+                planned.append((r, src, plan))
+            for r, src, plan in planned:
+                first, last = images.pop(r.row)
                 with progress("generating", plan.num_steps, "steps") as advance:
                     result, forwards = generate_flf2v(bundle, plan, src, first_frame=r.paths["first_frame"],
                                                       last_frame=r.paths["last_frame"], first=first, last=last,
@@ -274,6 +283,6 @@ def _manifest_run(manifest: str, output: str, *, prompt, seed: int, shard, force
                     emit_json({"output": r.output, "kind": "latent", "row": r.row, "prompt": r.prompt, "forwards": forwards})
                 else:
                     info(f"wrote {r.output}")
-            if plan.parallel is not None and not plan.parallel.writes:
+            if opts.parallel is not None and not opts.parallel.writes:
                 return
         row_summary(share, rows, written, as_json)

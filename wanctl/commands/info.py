@@ -39,12 +39,29 @@ def _summary(hdr) -> dict:
     }
 
 
-def _table(s: dict):
-    from rich.table import Table
+class _PlainTable:
+    """A two-column rich table whose cells are plain text: prompts and paths come from users and
+    may hold [brackets] or :emoji: codes, which must print as typed."""
 
-    t = Table(show_header=False, box=None, pad_edge=False, title=s["path"], title_justify="left")
-    t.add_column(style="bold cyan", no_wrap=True)
-    t.add_column(overflow="fold")
+    def __init__(self, title: str):
+        from rich.table import Table
+
+        self.table = Table(show_header=False, box=None, pad_edge=False, title=_plain(title), title_justify="left")
+        self.table.add_column(style="bold cyan", no_wrap=True)
+        self.table.add_column(overflow="fold")
+
+    def add_row(self, key: str, value: str) -> None:
+        self.table.add_row(_plain(key), _plain(value))
+
+
+def _plain(text: str):
+    from rich.text import Text
+
+    return Text(str(text))
+
+
+def _table(s: dict):
+    t = _PlainTable(s["path"])
     version = f"format v{s['format_version']}, " if s.get("format_version") is not None else ""
     t.add_row("kind", f"{s['kind']}  ({version}{s['format']}, {_fmt_bytes(s['size_bytes'])})")
     t.add_row("family", str(s["family"]))
@@ -84,7 +101,7 @@ def _table(s: dict):
             t.add_row(f"input {inp.get('role')}", f"{inp.get('path')}  sha256 {sha}…")
         vers = ", ".join(f"{k} {v}" for k, v in (p.get("versions") or {}).items())
         t.add_row("versions", vers)
-    return t
+    return t.table
 
 
 @handle_errors

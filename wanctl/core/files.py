@@ -9,8 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import struct
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,6 +95,21 @@ def read_json(p: Path, what: str, folder: str = "model folder") -> dict:
 # --------------------------------------------------------------------------- atomic writes
 
 
+_STDOUT_TAKEN = False  # an artifact went to stdout (-o -): reports must not follow it there
+
+
+def write_stdout(data: bytes) -> None:
+    """Write an artifact's bytes to stdout (-o -); after this, stdout belongs to that artifact."""
+    global _STDOUT_TAKEN
+    _STDOUT_TAKEN = True
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
+
+
+def stdout_taken() -> bool:
+    return _STDOUT_TAKEN
+
+
 def check_output_file(path: str, force: bool) -> None:
     """Refuse to overwrite without --force; the destination folder must exist and take a new
     file (a probe file is created and removed), so a read-only or full folder is found before
@@ -100,6 +117,8 @@ def check_output_file(path: str, force: bool) -> None:
     p = Path(path)
     if p.exists() and not force:
         raise BadInputError(f"{path} exists; pass --force to overwrite")
+    if p.is_dir() and not p.is_symlink():
+        check_replaceable_folder(p)
     parent = p.parent if str(p.parent) else Path(".")
     if not parent.is_dir():
         raise BadInputError(f"output folder {parent} does not exist")
@@ -108,6 +127,34 @@ def check_output_file(path: str, force: bool) -> None:
     except OSError as e:
         raise write_error(e, parent) from None
     probe.unlink()
+
+
+# what a folder wanctl writes whole holds: PNG frames, a zarr store, a diffusers model folder
+_FRAME_NAME = re.compile(r"frame_\d+\.png")
+_MODEL_EXTRAS = {"model_index.json", "wanctl_presets.json", "MODEL_CARD.md", "train_log.jsonl", "README.md"}
+
+
+def check_replaceable_folder(p: Path) -> None:
+    """--force replaces an output, never a folder of the user's: an existing folder is replaced
+    only when it is empty or is what wanctl writes as one output (PNG frames named frame_N.png, a
+    zarr artifact, a model folder), and never when it is the current folder or holds it."""
+    here = Path.cwd().resolve()
+    where = p.resolve()
+    if where == here or where in here.parents:
+        raise BadInputError(f"{p} is the current folder or holds it; --force will not replace it")
+    names = sorted(e.name for e in where.iterdir())
+    if "zarr.json" in names:
+        return
+    known = set()
+    if "model_index.json" in names:
+        try:
+            known = set(json.loads((where / "model_index.json").read_text())) | _MODEL_EXTRAS
+        except (OSError, ValueError, TypeError):
+            known = set()
+    other = [n for n in names if not _FRAME_NAME.fullmatch(n) and n not in known]
+    if other:
+        raise BadInputError(f"{p} is a folder that holds other files (such as {other[0]!r}); --force replaces only "
+                            "wanctl's own outputs: remove it or choose another -o")
 
 
 def write_error(e: OSError, where: str | os.PathLike | None = None) -> Exception:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 from wanctl.core.errors import BadInputError
 # re-exported: the artifact writers' callers use them with the rest of this module
 from wanctl.core.files import (  # noqa: F401
+    write_stdout,
     TensorInfo,
     atomic_path,
     check_output_file,
@@ -427,9 +428,7 @@ def write_artifact(path: str, artifact: Artifact, *, force: bool = False) -> Non
         from safetensors.torch import save
 
         check_output(path, force)
-        data = save(tensors, metadata={META_KEY: meta_json})
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
+        write_stdout(save(tensors, metadata={META_KEY: meta_json}))
         return
     if fmt == "safetensors":
         from safetensors.torch import save_file

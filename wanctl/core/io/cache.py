@@ -165,9 +165,12 @@ def parse_age(text: str) -> float:
 
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
     try:
-        return float(text[:-1]) * units[text[-1]]
+        value = float(text[:-1]) * units[text[-1]]
     except (KeyError, ValueError, IndexError):
-        raise BadInputError(f"age {text!r} must look like 30m, 12h, 7d or 2w") from None
+        value = None
+    if value is None or not value >= 0 or value == float("inf"):  # also refuses NaN
+        raise BadInputError(f"age {text!r} must be a number of at least 0 with a unit, like 30m, 12h, 7d or 2w")
+    return value
 
 
 def prune(kinds: tuple[str, ...] = KINDS, older_than: float | None = None) -> tuple[int, int]:

@@ -68,10 +68,9 @@ def write_comfy(path: str, art: Artifact, vae_config: dict, force: bool = False)
     meta["tensors"] = {"latent_tensor": {"shape": list(lat.shape), "dtype": "float32"}}
     md = {META_KEY: json.dumps(meta, ensure_ascii=False, allow_nan=False)}
     if path == STDIO:
-        import sys
+        from wanctl.core.files import write_stdout
 
-        sys.stdout.buffer.write(save(tensors, metadata=md))
-        sys.stdout.buffer.flush()
+        write_stdout(save(tensors, metadata=md))
         return
     with atomic_path(path, force=force) as tmp:
         save_file(tensors, str(tmp), metadata=md)

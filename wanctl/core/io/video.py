@@ -391,10 +391,16 @@ def aspect_differs(w0: int, h0: int, w1: int, h1: int, tol: float = 0.01) -> boo
 # --------------------------------------------------------------------------- writing
 
 
+# H.264 video outputs: the ffmpeg container (muxer) of each suffix
+CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
+
+
 def output_kind(path: str) -> str:
     p = str(path)
+    if p == "-":
+        raise BadInputError("a video cannot be written to stdout ('-'): name a .mp4, .webm or .gif file, or a folder for PNG frames")
     ext = Path(p).suffix.lower()
-    if ext in (".mp4", ".mov", ".mkv", ".m4v"):
+    if ext in CONTAINERS:
         return "video"
     if ext == ".webm":
         return "webm"
@@ -402,7 +408,7 @@ def output_kind(path: str) -> str:
         return "gif"
     if ext == "" or p.endswith(os.sep):
         return "frames"
-    raise BadInputError(f"output {path}: use .mp4, .webm, .gif or a folder name (no suffix) for PNG frames")
+    raise BadInputError(f"output {path}: use .mp4 (.mov, .mkv, .m4v), .webm, .gif or a folder name (no suffix) for PNG frames")
 
 
 class VideoWriter:
@@ -412,6 +418,7 @@ class VideoWriter:
         from wanctl.core.files import atomic_path
 
         self.kind = output_kind(dest)
+        self.dest = dest
         self.fps = fps
         self.crf = crf
         self._atomic = atomic_path(dest.rstrip(os.sep), force=force, directory=self.kind == "frames")
@@ -450,7 +457,9 @@ class VideoWriter:
         else:
             codec, extra = "libx264", ["-crf", str(self.crf), "-preset", "medium", "-movflags", "+faststart"]
         # ffmpeg guesses the container from the name; the temp name ends in .tmp, so say it
-        fmt = "webm" if self.kind == "webm" else "mp4"
+        fmt = "webm" if self.kind == "webm" else CONTAINERS[Path(self.dest).suffix.lower()]
+        if fmt == "matroska":
+            extra = [a for a in extra if a not in ("-movflags", "+faststart")]
         gen = imageio_ffmpeg.write_frames(
             str(self._tmp),
             (w, h),

@@ -286,6 +286,7 @@ def plan_run(
 
     T = fam.latent_frames(frames)
     lh, lw = height // fam.stride[1], width // fam.stride[2]
+    _check_rope_covers(spec.configs["transformer"], T, lh, lw, f"{width}x{height}, {frames} frames")
     n = schedule.num_steps
     ts = schedule.timesteps() + [0]  # one per grid point
     pts = list(schedule.sigmas)
@@ -353,6 +354,10 @@ def plan_run(
     if switch is not None and solver == "unipc":
         notes.append(f"UniPC history restarts at the switch (step {switch + 1}): that step is first order")
     uses_cfg = any(p.cfg for p in steps)
+    if not invert:
+        _refuse_ignored_cfg_options(any(guidance.for_expert(e) != 1.0 for e in experts), uses_cfg, passes,
+                                    negative_prompt=negative_prompt is not None, cfg_batch=branches_batched,
+                                    truncate=bool(cfg_truncate_steps or cfg_truncate_high_noise_steps))
     negative = (DEFAULT_NEGATIVE_PROMPT if negative_prompt is None else negative_prompt) if uses_cfg else None
     return RunPlan(
         task=task, family=fam.name, experts=tuple([HIGH, LOW] if fam.experts == 2 else [HIGH]), schedule=schedule,
@@ -362,6 +367,36 @@ def plan_run(
         passes=passes, half_frames=half, completion=completion if half_frame else None, flops=flops,
         flops_plain=plain, notes=tuple(notes),
     )
+
+
+def _check_rope_covers(cfg: dict, latent_frames: int, lh: int, lw: int, what: str) -> None:
+    """The DiT's rotary embedding has positions for rope_max_seq_len tokens along each axis
+    (frames, rows, columns); a latent grid longer than that fails deep inside the model."""
+    limit = int(cfg.get("rope_max_seq_len", 1024))
+    pt, ph, pw = tuple(cfg.get("patch_size", (1, 2, 2)))
+    grid = (latent_frames // pt, lh // ph, lw // pw)
+    if max(grid) > limit:
+        raise BadInputError(f"{what} is {grid[0]} x {grid[1]} x {grid[2]} tokens (frames x rows x columns); this "
+                            f"model's rotary embedding covers at most {limit} along each: use a smaller size or fewer frames")
+
+
+def _refuse_ignored_cfg_options(guided: bool, uses_cfg: bool, passes: int, *, negative_prompt: bool, cfg_batch: bool,
+                                truncate: bool) -> None:
+    """The CFG options of a run whose plan has no CFG step (guidance 1, e.g. --preset lightning,
+    or every step truncated) would be silently ignored: refuse them. ``guided``: some step had a
+    scale other than 1 before truncation."""
+    ignored = []
+    if truncate and not guided:
+        ignored.append("CFG truncation")
+    if not uses_cfg:
+        if negative_prompt:
+            ignored.append("--negative-prompt")
+        if cfg_batch and passes == 1:  # with --bidirectional it still batches the two passes
+            ignored.append("--cfg-batch")
+    if ignored:
+        raise BadInputError(f"{' and '.join(ignored)}: this run uses no CFG (guidance 1 on every step), so "
+                            f"{'it' if len(ignored) == 1 else 'they'} would do nothing; drop {'it' if len(ignored) == 1 else 'them'} "
+                            "or set --guidance above 1")
 
 
 def with_parallel(plan: RunPlan, spec: "ModelSpec", layout: "ParallelLayout | None", *, speed=None,

@@ -98,11 +98,7 @@ def run_inversion(
     progress: Callable[[int], None] | None = None,
     notice=None,
 ) -> InversionResult:
-    where = latent.path or "<stdin>"
-    check_family(latent, bundle.family.name, where=where)
-    check_vae(latent, bundle, where)
-    if latent.meta.get("noise_level", 0.0) != 0.0:
-        raise BadInputError(f"{where}: invert needs a clean latent (noise level 0), got s = {latent.meta['noise_level']}")
+    check_source(bundle, latent)
     schedule, solver, refine = plan.schedule, plan.solver, plan.refine
     device = bundle.device
     cond = source_condition(bundle, latent, conditional, notice).to(device)
@@ -133,7 +129,7 @@ def run_inversion(
         "plan": plan.to_meta(),
     }
     components = bundle.experts() + ["text_encoder", "tokenizer", "vae"]
-    inputs = [input_record("latent", where, artifact_digest(latent))] + [
+    inputs = [input_record("latent", latent.path or "<stdin>", artifact_digest(latent))] + [
         dict(r, role=f"latent.{r.get('role')}") for r in src_inputs
     ]
     meta = new_meta(
@@ -159,12 +155,24 @@ def run_inversion(
     return InversionResult(Artifact(tensors, meta), traj, len(state.calls))
 
 
+def check_source(bundle: "ModelBundle", latent: Artifact) -> None:
+    """What an inversion needs of its latent: the model's family and VAE, and noise level 0."""
+    where = latent.path or "<stdin>"
+    check_family(latent, bundle.family.name, where=where)
+    check_vae(latent, bundle, where)
+    if latent.meta.get("noise_level", 0.0) != 0.0:
+        raise BadInputError(f"{where}: invert needs a clean latent (noise level 0), got s = {latent.meta['noise_level']}")
+
+
 def plan_invert(bundle: "ModelBundle", latent: Artifact, *, steps: int | None = None, shift: float | None = None,
                 grid: str | None = None, sigmas: tuple[float, ...] | None = None, strength: float = 1.0,
                 solver: str = "euler", refine: int = 0) -> RunPlan:
-    """The plan of an inversion of ``latent``: the reverse of the denoising grid, no CFG."""
+    """The plan of an inversion of ``latent``: the reverse of the denoising grid, no CFG. The
+    latent is checked here (check_source), so --dry-run refuses what the run would."""
     from wanctl.core.sampling.plan import plan_run
     from wanctl.core.sampling.schedule import schedule_from_options
+
+    check_source(bundle, latent)
 
     video = latent.meta.get("video") or {}
     fam = bundle.family

@@ -6,6 +6,7 @@ every command reads them, resolves their paths and reports their bad rows the sa
 from __future__ import annotations
 
 import csv
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +47,8 @@ def read_manifest(path: str, columns: tuple[str, ...], *, paths: tuple[str, ...]
             rows.append(dict(obj, row=n))
     else:
         try:
-            reader = csv.DictReader(text.splitlines(), restkey="_extra")
+            # a stream, not lines: a quoted field may hold a newline
+            reader = csv.DictReader(io.StringIO(text, newline=""), restkey="_extra")
             for n, r in enumerate(reader, 1):
                 if r.get("_extra"):
                     rows.append({"row": n, "error": f"it has more fields than the header ({', '.join(reader.fieldnames or [])})"})
@@ -124,7 +126,13 @@ def prepare_outputs(rows: list, folder: str, *, shared: bool, force: bool, dry_r
                 raise BadInputError(f"{r.label}: {e.message}", e.hint) from None
 
     each(lambda r: output_format(r.output))
-    if dry_run:
+    if dry_run:  # nothing is created, but what the real run would refuse is refused here too
+        def folder_exists(r) -> None:
+            parent = Path(r.output).parent
+            if not parent.is_dir() and parent.resolve() != Path(folder).resolve():
+                raise BadInputError(f"output folder {parent} does not exist")
+
+        each(folder_exists)
         return
     if shared:
         Path(folder).mkdir(parents=True, exist_ok=True)
