@@ -163,16 +163,16 @@ SAMPLING, GUIDANCE, HALF_FRAME, SPEED, OUTPUT = "Sampling", "Guidance", "Half-fr
 
 
 # options shared by the generating commands
-StepsOpt = Annotated[Optional[int], typer.Option("--steps", min=1, max=1000, rich_help_panel=SAMPLING, show_default=False, help="Number of steps. Default: the model's presets (official: ti2v-5b 50, A14B 40), or the noise's grid.")]
+StepsOpt = Annotated[Optional[int], typer.Option("--steps", min=1, max=1000, rich_help_panel=SAMPLING, show_default=False, help="Number of steps. Default: the model's presets (official: ti2v-5b 50, A14B 40); denoise / flf2v of a noise artifact: the noise's grid.")]
 
 
 ShiftOpt = Annotated[Optional[float], typer.Option("--shift", rich_help_panel=SAMPLING, show_default=False, help="Flow shift of the grid. Default: the model's presets (official: ti2v-5b 5, t2v-a14b 12, i2v-a14b 5).")]
 
 
-GridOpt = Annotated[Optional[str], typer.Option("--grid", rich_help_panel=SAMPLING, show_default=False, help="Noise grid: official (the official UniPC grid; the default, except that a noise artifact keeps its own), diffusers (the stock pipelines' grid) or dpm (official dpm++ grid, starts at s = 1).")]
+GridOpt = Annotated[Optional[str], typer.Option("--grid", rich_help_panel=SAMPLING, show_default=False, help="Noise grid: official (the official UniPC grid; the default, but a noise artifact given to denoise / flf2v keeps its own), diffusers (the stock pipelines' grid) or dpm (official dpm++ grid, starts at s = 1).")]
 
 
-PresetOpt = Annotated[Optional[str], typer.Option("--preset", rich_help_panel=SAMPLING, show_default=False, help="A sampling recipe: lightning (4 Euler steps on the distilled grid 1, 0.9375, 0.8333, 0.625 without CFG, for Wan2.2-Lightning / lightx2v models and LoRAs). Fills in --sigmas, --solver and --guidance unless given; takes no --steps/--shift/--grid.")]
+PresetOpt = Annotated[Optional[str], typer.Option("--preset", rich_help_panel=SAMPLING, show_default=False, help="A sampling recipe: lightning (4 Euler steps on the distilled grid 1, 0.9375, 0.8333, 0.625 without CFG, for Wan2.2-Lightning / lightx2v models and LoRAs). Fills in --sigmas, --solver and (where the command has it) --guidance unless given; takes no --steps/--shift/--grid.")]
 
 
 def sampling_options(preset: str | None, *, steps=None, shift=None, grid=None, sigmas: str | None = None,
@@ -187,7 +187,7 @@ def sampling_options(preset: str | None, *, steps=None, shift=None, grid=None, s
 SigmasOpt = Annotated[Optional[str], typer.Option("--sigmas", rich_help_panel=SAMPLING, show_default=False, help="An exact list of noise levels, e.g. 1.0,0.9375,0.8333,0.625 (a final 0 is appended); replaces --steps/--shift/--grid.")]
 
 
-SeedOpt = Annotated[Optional[int], typer.Option("--seed", min=0, max=2**64 - 1, rich_help_panel=SAMPLING, show_default=False, help="Seed of the starting noise (drawn on the CPU, so the same on every device). Default 0; not with a noise artifact.")]
+SeedOpt = Annotated[Optional[int], typer.Option("--seed", min=0, max=2**64 - 1, rich_help_panel=SAMPLING, show_default=False, help="Seed of the starting noise (drawn on the CPU, so the same on every device). Default 0. denoise / flf2v: not with a noise artifact (it is the starting noise).")]
 
 
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, rich_help_panel=SPEED, help="Targets per DiT batch.")]

@@ -250,5 +250,5 @@ def print_plan(plan, as_json: bool) -> None:
         con.print(f"* solver restarts (frames {plan.steps[plan.switch - 1].frames} -> {plan.steps[plan.switch].frames})")
     if plan.parallel is not None:
         con.print(f"parallel: {plan.parallel.describe()}")
-    con.print(f"{plan.forwards} DiT forwards per run; FLOPs relative to a plain run (same steps, CFG on every step, "
+    con.print(f"{plan.forwards} DiT forwards per run; FLOPs relative to a plain run (same steps and guidance, no CFG truncation, "
               f"full frames): {plan.relative_flops:.3f} (speedup x{1 / plan.relative_flops:.2f})")

@@ -179,7 +179,7 @@ def flf2v(
                          notice=notice, options=opts)
     wh = parse_size(size)
     if art is None and wh is None:
-        wh = fit_size(first.shape[1], first.shape[0], bundle.family.size_multiple, None)
+        wh = fit_size(first.shape[1], first.shape[0], bundle.family.size_multiple, None, what=f"{first_frame} (the first frame)")
     shift = so.shift
     if art is None and shift is None and so.sigmas is None:
         shift = FLF2V_SHIFT
@@ -255,8 +255,9 @@ def _manifest_run(manifest: str, output: str, *, prompt, seed: int, shard, force
             planned = []
             for r in run:  # every row planned before any weights load; a row the model cannot run fails alone
                 first = images[r.row][0]
-                wh = size or fit_size(first.shape[1], first.shape[0], bundle.family.size_multiple, None)
                 try:
+                    wh = size or fit_size(first.shape[1], first.shape[0], bundle.family.size_multiple, None,
+                                          what=f"{r.paths['first_frame']} (the first frame)")
                     src = noise_source(bundle, None, seed=r.seed if r.seed is not None else seed, frames=frames, size=wh,
                                        steps=sampling.steps, shift=shift, grid=sampling.grid, sigmas=sampling.sigmas)
                     plan = plan_flf2v(bundle, src, solver=sampling.solver, guidance=sampling.guidance,

@@ -357,13 +357,15 @@ def _video_frames(path: str, info: SourceInfo, start: float, fps: float | None, 
 # --------------------------------------------------------------------------- resize / crop
 
 
-def fit_size(src_w: int, src_h: int, multiple: int, size: tuple[int, int] | None) -> tuple[int, int]:
-    """Target size: ``size`` if given, else the source size cropped down to the multiple."""
+def fit_size(src_w: int, src_h: int, multiple: int, size: tuple[int, int] | None, what: str = "source") -> tuple[int, int]:
+    """Target size: ``size`` if given, else the source size (``what`` sets it: named in the
+    error) cropped down to the multiple."""
     if size is not None:
         return size
     w, h = src_w // multiple * multiple, src_h // multiple * multiple
     if w == 0 or h == 0:
-        raise BadInputError(f"source is {src_w}x{src_h}, smaller than the minimum {multiple}x{multiple}")
+        raise BadInputError(f"{what} is {src_w}x{src_h}, smaller than the minimum {multiple}x{multiple} for the video "
+                            "size it sets; give --size")
     return w, h
 
 

@@ -411,7 +411,7 @@ def noise_source(bundle: "ModelBundle", art: Artifact | None, *, seed: int | Non
                 info = probe(path)  # the size as shown, from the header: nothing decoded
             except BadInputError:
                 continue
-            wh = fit_size(info.width, info.height, fam.size_multiple, None)
+            wh = fit_size(info.width, info.height, fam.size_multiple, None, what=f"{path} (the first --first-frame)")
             break
         else:
             wh = pre.default_size

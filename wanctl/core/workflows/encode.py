@@ -80,7 +80,7 @@ def plan_encode(
             raise BadInputError("--start does not apply to a single image")
     if size is not None:
         check_size(family, *size)
-    w, h = vio.fit_size(info.width, info.height, family.size_multiple, size)
+    w, h = vio.fit_size(info.width, info.height, family.size_multiple, size, what=str(source))
     if (w, h) != (info.width, info.height):
         how = "resized and center-cropped" if size is not None else "center-cropped"
         notes.append(f"{info.width}x{info.height} {how} to {w}x{h} (multiple of {family.size_multiple} for {family.name})")
