@@ -220,3 +220,14 @@ def test_invert_dry_run_checks_the_latent_like_the_run(tmp_path, assets):
     for args in (("--dry-run",), ("-o", str(tmp_path / "n.safetensors"))):
         assert_one_line_error(invoke("invert", str(lat), "-m", "tiny-i2v-a14b", "-p", "x", "--steps", "2", *args), 3,
                               "artifact is for family t2v-a14b")
+
+
+def test_a_first_frame_too_small_to_set_the_size_is_named(tmp_path):
+    Image.new("RGB", (1, 1)).save(tmp_path / "one.png")
+    one = str(tmp_path / "one.png")
+    assert_one_line_error(invoke("denoise", "-m", "tiny-i2v-a14b", "-i", one, "-p", "x", "--dry-run"), 3,
+                          "one.png (the first --first-frame) is 1x1")
+    assert_one_line_error(invoke("flf2v", "-m", "tiny-i2v-a14b", "-i", one, "-l", one, "-p", "x", "--frames", "5",
+                                 "--dry-run"), 3, "give --size")
+    assert invoke("flf2v", "-m", "tiny-i2v-a14b", "-i", one, "-l", one, "-p", "x", "--frames", "5", "--size", "64x64",
+                  "--dry-run").exit_code == 0
