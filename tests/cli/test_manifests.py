@@ -53,7 +53,7 @@ def test_colliding_or_escaping_outputs_are_refused_before_work(tmp_path, noise):
     _img(tmp_path / "m" / "a.png", 40)
     m = tmp_path / "m" / "m.csv"
     m.write_text("first_frame,prompt,output\na.png,x,o.safetensors\na.png,y,./sub/../o.safetensors\n")
-    assert_one_line_error(_run(noise, m, tmp_path / "m" / "out"), 3, "also the output of target 1")
+    assert_one_line_error(_run(noise, m, tmp_path / "m" / "out"), 3, "is also the output of manifest row 1; nothing was run")
     m.write_text("first_frame,prompt,output\na.png,x,../escaped.safetensors\n")
     assert_one_line_error(_run(noise, m, tmp_path / "m" / "out"), 3, "--allow-outside")
     assert sorted(p.name for p in tmp_path.rglob("*.safetensors")) == []

@@ -285,7 +285,9 @@ def test_frame_folders_are_in_natural_order(tmp_path):
 
     from wanctl.core.workflows.denoise import image_files
 
-    assert [p.rsplit("/", 1)[1] for p in image_files(str(d))] == order
+    notes = []
+    assert [p.rsplit("/", 1)[1] for p in image_files(str(d), notes.append)] == order
+    assert notes == [f"{d}: skipped 1 file(s) that are not still images (notes.txt)"]  # said, not silent
 
 
 # --------------------------------------------------------------------------- content, not suffix

@@ -137,7 +137,7 @@ def denoise(
             raise BadInputError("--parallel splits one video across the ranks and --shard splits the rows; give one")
         share = resolve_shard(shard, env={} if parallel is not None else None)  # --parallel: RANK is not a row share
         targets = gen.plan_targets(first_frames=first_frame or [], manifest=manifest, prompt=prompt, output=output or "-",
-                                   allow_outside=allow_outside, shard=share, force=force)
+                                   allow_outside=allow_outside, shard=share, force=force, notice=notice)
         multi = len(targets) > 1
         if share.active and not multi:
             raise BadInputError(f"--shard / {share.source} ranks split the targets of a manifest or of several "

@@ -63,12 +63,17 @@ def read_manifest(path: str) -> list[dict]:
     return _read_manifest(path, MANIFEST_COLUMNS, paths=("first_frame", "output"))
 
 
-def image_files(folder: str) -> list[str]:
+def image_files(folder: str, notice=None) -> list[str]:
     from wanctl.core.io.video import IMAGE_EXTS, frame_files
 
     files = [str(f) for f in frame_files(folder)]  # natural order: frame_9 before frame_10
     if not files:
         raise BadInputError(f"{folder}: no images ({', '.join(sorted(IMAGE_EXTS))})")
+    other = sorted(f.name for f in Path(folder).iterdir() if f.is_file() and not f.name.startswith(".")
+                   and f.suffix.lower() not in IMAGE_EXTS)
+    if other and notice is not None:  # e.g. an animated .gif: not a still first frame
+        notice(f"{folder}: skipped {len(other)} file(s) that are not still images ({', '.join(other[:3])}"
+               f"{', ...' if len(other) > 3 else ''})")
     return files
 
 
@@ -81,6 +86,7 @@ def plan_targets(
     allow_outside: bool = False,
     shard: Shard | None = None,
     force: bool = False,
+    notice=None,
 ) -> list[Target]:
     """Targets from repeated --first-frame (files or folders), a manifest, or neither (one).
 
@@ -97,7 +103,7 @@ def plan_targets(
     specs: list[dict] = []
     for ff in first_frames:
         if Path(ff).is_dir():
-            specs += [{"first_frame": f} for f in image_files(ff)]
+            specs += [{"first_frame": f} for f in image_files(ff, notice)]
         else:
             specs.append({"first_frame": ff})
     if manifest:
@@ -107,7 +113,7 @@ def plan_targets(
     multi = len(specs) > 1
     roots = [Path(output).resolve()] + ([Path(manifest).resolve().parent] if manifest else [])
     targets: list[Target] = []
-    seen: dict[Path, int] = {}
+    seen: dict[Path, str] = {}  # output -> the label of the target that writes it
     for i, sp in enumerate(specs, 1):
         row = sp.get("row", i)
         label = f"manifest row {row}" if sp.get("from_manifest") else f"target {i}"
@@ -131,8 +137,8 @@ def plan_targets(
                                 "pass --allow-outside to write there")
         key = Path(out).resolve() if out != "-" else Path("-")
         if key in seen:
-            raise BadInputError(f"{label}: output {out} is also the output of target {seen[key]}; nothing was run")
-        seen[key] = i
+            raise BadInputError(f"{label}: output {out} is also the output of {seen[key]}; nothing was run")
+        seen[key] = label
         targets.append(Target(row=row, prompt=p, output=out, first_frame=sp.get("first_frame"),
                               from_manifest=bool(sp.get("from_manifest"))))
     take_share(targets, shard, force=force)
