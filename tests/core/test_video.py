@@ -71,9 +71,9 @@ def test_resize_crop():
     out = vio.resize_crop(img, 64, 64)
     assert out.shape == (64, 64, 3)
     assert out[:, 32].mean() > 200 and out[:, 2].mean() < 10
-    assert vio.fit_size(130, 100, 32, None) == (128, 96)
-    with pytest.raises(BadInputError):
-        vio.fit_size(20, 20, 32, None)
+    assert vio.fit_size(130, 100, 32, None, what="a.png") == (128, 96)
+    with pytest.raises(BadInputError, match="a.png is 20x20, smaller than the minimum 32x32"):
+        vio.fit_size(20, 20, 32, None, what="a.png")
 
 
 def test_resampling_picks_the_frame_showing_at_each_time():

@@ -110,8 +110,9 @@ def emit_json(obj: dict) -> None:
     reader gets the artifact's bytes alone."""
     if _quiet:
         return
-    files = sys.modules.get("wanctl.core.files")
-    stream = sys.stderr if files is not None and files.stdout_taken() else sys.stdout
+    from wanctl.core.files import stdout_taken  # standard library only: cheap
+
+    stream = sys.stderr if stdout_taken() else sys.stdout
     stream.write(json.dumps(obj, ensure_ascii=False, default=str) + "\n")
     stream.flush()
 

@@ -39,48 +39,38 @@ def _summary(hdr) -> dict:
     }
 
 
-class _PlainTable:
-    """A two-column rich table whose cells are plain text: prompts and paths come from users and
-    may hold [brackets] or :emoji: codes, which must print as typed."""
-
-    def __init__(self, title: str):
-        from rich.table import Table
-
-        self.table = Table(show_header=False, box=None, pad_edge=False, title=_plain(title), title_justify="left")
-        self.table.add_column(style="bold cyan", no_wrap=True)
-        self.table.add_column(overflow="fold")
-
-    def add_row(self, key: str, value: str) -> None:
-        self.table.add_row(_plain(key), _plain(value))
-
-
-def _plain(text: str):
+def _table(s: dict):
+    from rich.table import Table
     from rich.text import Text
 
-    return Text(str(text))
+    # cells as plain Text: prompts and paths come from users and may hold [brackets], which as
+    # markup would vanish (the consoles print :emoji: codes as typed already)
+    t = Table(show_header=False, box=None, pad_edge=False, title=Text(s["path"]), title_justify="left")
+    t.add_column(style="bold cyan", no_wrap=True)
+    t.add_column(overflow="fold")
 
+    def row(key: str, value: str) -> None:
+        t.add_row(Text(key), Text(value))
 
-def _table(s: dict):
-    t = _PlainTable(s["path"])
     version = f"format v{s['format_version']}, " if s.get("format_version") is not None else ""
-    t.add_row("kind", f"{s['kind']}  ({version}{s['format']}, {_fmt_bytes(s['size_bytes'])})")
-    t.add_row("family", str(s["family"]))
-    t.add_row("noise level", f"s = {s['noise_level']:g}  ({s['latent_space']} latents)")
+    row("kind", f"{s['kind']}  ({version}{s['format']}, {_fmt_bytes(s['size_bytes'])})")
+    row("family", str(s["family"]))
+    row("noise level", f"s = {s['noise_level']:g}  ({s['latent_space']} latents)")
     for name, ti in s["tensors"].items():
-        t.add_row(f"tensor {name}", f"{tuple(ti['shape'])} {ti['dtype']}")
+        row(f"tensor {name}", f"{tuple(ti['shape'])} {ti['dtype']}")
     v = s.get("video") or {}
     if v:
         fps = v.get("fps")
         rate = f"{fps:g} fps" if isinstance(fps, (int, float)) else "fps not recorded"
-        t.add_row("video", f"{v.get('width')}x{v.get('height')}, {v.get('frames')} frames @ {rate}")
+        row("video", f"{v.get('width')}x{v.get('height')}, {v.get('frames')} frames @ {rate}")
     m = s.get("model") or {}
     if m:
         comps = ", ".join(f"{k}={v}" for k, v in (m.get("components") or {}).items())
-        t.add_row("model", f"{m.get('name')} ({m.get('family')}), fingerprint {m.get('fingerprint')}")
+        row("model", f"{m.get('name')} ({m.get('family')}), fingerprint {m.get('fingerprint')}")
         if comps:
-            t.add_row("", comps)
+            row("", comps)
         for lr in m.get("loras") or []:
-            t.add_row("lora", f"{lr.get('path')} at strength {lr.get('strength')} on {', '.join(lr.get('experts') or [])}"
+            row("lora", f"{lr.get('path')} at strength {lr.get('strength')} on {', '.join(lr.get('experts') or [])}"
                               f" (sha256 {str(lr.get('sha256'))[:16]})")
     for k, v in (s.get("params") or {}).items():
         if k == "plan" and isinstance(v, dict) and isinstance(v.get("steps"), list):
@@ -92,16 +82,16 @@ def _table(s: dict):
             v = json.dumps(v)
             if len(v) > 120:
                 v = v[:117] + "..."
-        t.add_row(f"param {k}", str(v))
+        row(f"param {k}", str(v))
     p = s.get("provenance") or {}
     if p:
-        t.add_row("created", f"{p.get('created')} by `wanctl {p.get('command')}`")
+        row("created", f"{p.get('created')} by `wanctl {p.get('command')}`")
         for inp in p.get("inputs") or []:
             sha = (inp.get("sha256") or "")[:16]
-            t.add_row(f"input {inp.get('role')}", f"{inp.get('path')}  sha256 {sha}…")
+            row(f"input {inp.get('role')}", f"{inp.get('path')}  sha256 {sha}…")
         vers = ", ".join(f"{k} {v}" for k, v in (p.get("versions") or {}).items())
-        t.add_row("versions", vers)
-    return t.table
+        row("versions", vers)
+    return t
 
 
 @handle_errors

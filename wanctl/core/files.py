@@ -145,12 +145,12 @@ def check_replaceable_folder(p: Path) -> None:
     names = sorted(e.name for e in where.iterdir())
     if "zarr.json" in names:
         return
-    known = set()
+    known: set = set()  # a model folder's parts: the entries of its model_index.json
     if "model_index.json" in names:
         try:
             known = set(json.loads((where / "model_index.json").read_text())) | _MODEL_EXTRAS
         except (OSError, ValueError, TypeError):
-            known = set()
+            pass
     other = [n for n in names if not _FRAME_NAME.fullmatch(n) and n not in known]
     if other:
         raise BadInputError(f"{p} is a folder that holds other files (such as {other[0]!r}); --force replaces only "

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -167,8 +168,8 @@ def parse_age(text: str) -> float:
     try:
         value = float(text[:-1]) * units[text[-1]]
     except (KeyError, ValueError, IndexError):
-        value = None
-    if value is None or not value >= 0 or value == float("inf"):  # also refuses NaN
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
         raise BadInputError(f"age {text!r} must be a number of at least 0 with a unit, like 30m, 12h, 7d or 2w")
     return value
 

@@ -357,7 +357,7 @@ def _video_frames(path: str, info: SourceInfo, start: float, fps: float | None, 
 # --------------------------------------------------------------------------- resize / crop
 
 
-def fit_size(src_w: int, src_h: int, multiple: int, size: tuple[int, int] | None, what: str = "source") -> tuple[int, int]:
+def fit_size(src_w: int, src_h: int, multiple: int, size: tuple[int, int] | None, *, what: str) -> tuple[int, int]:
     """Target size: ``size`` if given, else the source size (``what`` sets it: named in the
     error) cropped down to the multiple."""
     if size is not None:
@@ -420,7 +420,7 @@ class VideoWriter:
         from wanctl.core.files import atomic_path
 
         self.kind = output_kind(dest)
-        self.dest = dest
+        self.container = "webm" if self.kind == "webm" else CONTAINERS.get(Path(dest).suffix.lower())
         self.fps = fps
         self.crf = crf
         self._atomic = atomic_path(dest.rstrip(os.sep), force=force, directory=self.kind == "frames")
@@ -457,11 +457,9 @@ class VideoWriter:
         if self.kind == "webm":
             codec, extra = "libvpx-vp9", ["-b:v", "0", "-crf", str(self.crf + 14)]
         else:
-            codec, extra = "libx264", ["-crf", str(self.crf), "-preset", "medium", "-movflags", "+faststart"]
-        # ffmpeg guesses the container from the name; the temp name ends in .tmp, so say it
-        fmt = "webm" if self.kind == "webm" else CONTAINERS[Path(self.dest).suffix.lower()]
-        if fmt == "matroska":
-            extra = [a for a in extra if a not in ("-movflags", "+faststart")]
+            codec, extra = "libx264", ["-crf", str(self.crf), "-preset", "medium"]
+            if self.container in ("mp4", "mov"):  # index first, so players can start before the end
+                extra += ["-movflags", "+faststart"]
         gen = imageio_ffmpeg.write_frames(
             str(self._tmp),
             (w, h),
@@ -471,7 +469,7 @@ class VideoWriter:
             pix_fmt_out="yuv420p",
             quality=None,
             macro_block_size=2,
-            output_params=extra + ["-f", fmt],
+            output_params=extra + ["-f", self.container],  # the temp name ends in .tmp: say the container
             ffmpeg_log_level="error",
         )
         gen.send(None)
